@@ -1,0 +1,248 @@
+//! The configuration schema. Each field's default is documented here and in
+//! docs/configuration.md; `deny_unknown_fields` turns typos into errors.
+
+use super::units::{ByteSize, Cidr, Seconds};
+use serde::{de, Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Our name in the greeting, EHLO and Received headers. Default: the
+    /// system host name.
+    pub hostname: String,
+    /// Which cores run an executor: `"all"` (default) or a list of CPU ids.
+    pub cores: Cores,
+    /// When a 250 is given for a message. Default `"memory"`.
+    pub ack: AckMode,
+    /// Where accepted mail goes until the delivery engine lands. Default
+    /// `"discard"`.
+    pub route: InterimRoute,
+    /// The inbound SMTP listener.
+    pub smtp: SmtpConfig,
+    /// STARTTLS certificate and key.
+    pub tls: TlsConfig,
+    /// SMTP AUTH.
+    pub auth: AuthConfig,
+    /// Per-shard backlog bounds.
+    pub backpressure: BackpressureConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: default_hostname(),
+            cores: Cores::All,
+            ack: AckMode::Memory,
+            route: InterimRoute::Discard,
+            smtp: SmtpConfig::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+            backpressure: BackpressureConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The cores to run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cores {
+    /// Every core this process may run on.
+    All,
+    /// These CPU ids.
+    List(Vec<usize>),
+}
+
+impl Cores {
+    /// Resolves to CPU ids, checked against the CPUs that exist.
+    pub fn resolve(&self) -> Result<Vec<usize>, String> {
+        let online = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        match self {
+            Cores::All => Ok((0..online).collect()),
+            Cores::List(ids) => {
+                if let Some(bad) = ids.iter().find(|&&c| c >= online) {
+                    return Err(format!(
+                        "cores: CPU {bad} does not exist (this host has CPUs 0..{})",
+                        online.saturating_sub(1)
+                    ));
+                }
+                Ok(ids.clone())
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Cores {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            L(Vec<usize>),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            de::Error::custom("expected \"all\" or a list of CPU ids such as [0, 1]")
+        })? {
+            Raw::S(s) if s == "all" => Ok(Cores::All),
+            Raw::S(s) => Err(de::Error::custom(format!(
+                "`{s}`: expected \"all\" or a list of CPU ids such as [0, 1]"
+            ))),
+            Raw::L(l) if l.is_empty() => Err(de::Error::custom("the core list is empty")),
+            Raw::L(mut l) => {
+                let n = l.len();
+                l.sort_unstable();
+                l.dedup();
+                if l.len() != n {
+                    return Err(de::Error::custom("a core is listed twice"));
+                }
+                Ok(Cores::List(l))
+            }
+        }
+    }
+}
+
+/// When a 250 is given for a message (see docs/configuration.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// 250 once every owning shard made envelope and body durable.
+    Journal,
+    /// 250 once queued in RAM on every owning shard.
+    Memory,
+    /// 250/4xx/5xx only after the destination answered.
+    Downstream,
+}
+
+/// The interim route for accepted mail, until the delivery engine exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterimRoute {
+    /// Count and drop: for load tests of the ingress path.
+    Discard,
+    /// Keep in the owning shard's memory (bounded by `backpressure`).
+    Hold,
+}
+
+/// The inbound SMTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Addresses to listen on; every core binds each with SO_REUSEPORT.
+    /// Default `["127.0.0.1:2525"]`.
+    pub listen: Vec<SocketAddr>,
+    /// Client networks allowed to relay without AUTH. Default loopback only.
+    pub relay_networks: Vec<Cidr>,
+    /// Largest message accepted (advertised as SIZE). Default 50 MiB.
+    pub max_message_size: ByteSize,
+    /// Most recipients in one transaction. Default 1000.
+    pub max_recipients: usize,
+    /// Protocol errors before the session is closed with 421. Default 10.
+    pub max_errors: u32,
+    /// Concurrent inbound sessions, node-wide (divided among the cores).
+    /// Default 20000.
+    pub max_connections: usize,
+    /// Wait for a command (RFC 5321 §4.5.3.2.7). Default 5 minutes.
+    pub command_timeout: Seconds,
+    /// Wait between DATA lines or BDAT chunks (RFC 5321 §4.5.3.2). Default 3 minutes.
+    pub data_timeout: Seconds,
+    /// Accept 8-bit bodies that were not declared BODY=8BITMIME. Default false.
+    pub allow_undeclared_8bit: bool,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            relay_networks: vec![
+                Cidr("127.0.0.1/32".parse().unwrap_or_else(|_| unreachable_net())),
+                Cidr("::1/128".parse().unwrap_or_else(|_| unreachable_net())),
+            ],
+            max_message_size: ByteSize(50 << 20),
+            max_recipients: 1000,
+            max_errors: 10,
+            max_connections: 20_000,
+            command_timeout: Seconds(Duration::from_secs(300)),
+            data_timeout: Seconds(Duration::from_secs(180)),
+            allow_undeclared_8bit: false,
+        }
+    }
+}
+
+// The literals above always parse; this keeps the default free of panics.
+fn unreachable_net() -> ipnet::IpNet {
+    ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]))
+}
+
+/// STARTTLS certificate and key (PEM). STARTTLS is offered when both are set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM. Re-read on SIGHUP.
+    pub certificate: Option<PathBuf>,
+    /// Private key, PEM. Re-read on SIGHUP.
+    pub private_key: Option<PathBuf>,
+}
+
+/// SMTP AUTH (PLAIN and LOGIN).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `user:hash` lines; hashes are SHA-512-crypt (`$6$`) or argon2
+    /// (`$argon2id$`). AUTH is offered when set. Re-read on SIGHUP.
+    pub users_file: Option<PathBuf>,
+    /// Offer AUTH on connections without TLS. Default false.
+    pub allow_plaintext: bool,
+}
+
+/// Per-shard backlog bounds: past them ingress answers 452/421.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackpressureConfig {
+    /// Messages waiting in one shard. Default 100000.
+    pub max_messages: u64,
+    /// Body bytes waiting in one shard. Default 1 GiB.
+    pub max_bytes: ByteSize,
+    /// Batches in flight on each core-to-core channel. Default 256.
+    pub channel_capacity: usize,
+}
+
+impl Default for BackpressureConfig {
+    fn default() -> Self {
+        BackpressureConfig {
+            max_messages: 100_000,
+            max_bytes: ByteSize(1 << 30),
+            channel_capacity: 256,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `"info"` or `"sluice=debug"`. Default `"info"`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The inbound session driver: a thin loop around [`ServerSession`].
+//!
+//! Read into the buffer, feed the machine, answer its events, hand accepted
+//! envelopes to their shards, then write every pending reply in one write —
+//! so a pipelined group costs one read and one write, however many commands
+//! it holds.
+
+use super::conn::Conn;
+use super::input::InputBuffer;
+use super::outbox::Outbox;
+use crate::runtime::Core;
+use crate::smtp::{Event, PeerInfo, Reply, ServerSession, TlsInfo, Verdict};
+use glommio::net::TcpStream;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Initial and largest read buffer per session.
+const READ_INITIAL: usize = 2 * 1024;
+const READ_MAX: usize = 256 * 1024;
+
+/// Runs one inbound SMTP session to completion.
+pub async fn run(core: Rc<Core>, stream: TcpStream) {
+    let _guard = core.session_started();
+    let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let shared = core.shared.clone();
+    let peer = PeerInfo {
+        remote,
+        local,
+        relay_allowed: shared.relay_allowed(remote.ip()),
+    };
+    let cfg = shared.smtp.clone();
+    let mut session = if core.over_session_limit() {
+        ServerSession::new_refusing(
+            cfg,
+            peer,
+            Reply::new(
+                421,
+                Some((4, 3, 2)),
+                "Too many connections, try again later",
+            ),
+        )
+    } else {
+        ServerSession::new(cfg, peer)
+    };
+    let _ = stream.set_write_timeout(Some(shared.config.smtp.command_timeout.0));
+    let mut conn = Conn::Plain(stream);
+    let mut input = InputBuffer::new(READ_INITIAL, READ_MAX);
+    let mut out = Vec::with_capacity(512);
+    let mut outbox = Outbox::new(core.shards);
+    let mut progress = session.progress();
+    let mut deadline = Instant::now() + session.timeout();
+
+    loop {
+        // Feed input and answer events until the machine makes no progress.
+        loop {
+            let mut moved = false;
+            if !input.is_empty() && !session.is_awaiting() && !session.wants_close() {
+                session.set_admission(core.admission());
+                let n = session.handle_input(input.data(), unix_now());
+                input.consume(n);
+                moved = n > 0;
+            }
+            while let Some(event) = session.poll_event() {
+                moved = true;
+                match event {
+                    Event::Message(m) => {
+                        let id = core.next_queue_id();
+                        outbox.add(id, &m.reverse_path, m.recipients, m.body);
+                        session.decide(Verdict::Accepted { queue_id: id });
+                    }
+                    Event::Auth {
+                        username, password, ..
+                    } => {
+                        let users = shared.users.load_full();
+                        // Password hashing is slow by design: keep it off the core.
+                        let ok = glommio::executor()
+                            .spawn_blocking(move || users.verify(&username, &password))
+                            .await;
+                        session.auth_result(ok);
+                    }
+                    Event::StartTls => {
+                        if outbox.flush(&core).await.is_err() {
+                            return;
+                        }
+                        session.poll_transmit(&mut out);
+                        if conn.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        out.clear();
+                        // RFC 3207: plaintext pipelined after STARTTLS must not
+                        // be acted on once TLS is up (CVE-2011-0411).
+                        input.clear();
+                        match start_tls(&shared, conn).await {
+                            Some((tls, info)) => {
+                                conn = tls;
+                                session.tls_established(info);
+                            }
+                            None => return,
+                        }
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        // Envelopes reach their shards before any 250 for them is sent.
+        if outbox.flush(&core).await.is_err() {
+            return;
+        }
+        session.poll_transmit(&mut out);
+        if !out.is_empty() {
+            if conn.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+        if session.wants_close() {
+            break;
+        }
+
+        // Restart the deadline only on protocol progress, so a client that
+        // trickles a byte at a time still times out.
+        let now = Instant::now();
+        if session.progress() != progress {
+            progress = session.progress();
+            deadline = now + session.timeout();
+        }
+        let remaining = deadline.saturating_duration_since(now);
+        if remaining.is_zero() {
+            session.handle_timeout();
+            continue;
+        }
+        if let Some(tcp) = conn.tcp() {
+            let _ = tcp.set_read_timeout(Some(remaining));
+        }
+        let spare = input.spare();
+        if spare.is_empty() {
+            // The machine bounds every line it buffers, so this cannot
+            // happen with a well-behaved machine; close rather than spin.
+            break;
+        }
+        match conn.read(spare).await {
+            Ok(0) => break,
+            Ok(n) => input.filled(n),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => session.handle_timeout(),
+            Err(_) => break,
+        }
+    }
+    conn.close().await;
+}
+
+async fn start_tls(shared: &crate::runtime::Shared, conn: Conn) -> Option<(Conn, TlsInfo)> {
+    let config = shared.tls.load_full()?;
+    let Conn::Plain(tcp) = conn else {
+        return None;
+    };
+    let _ = tcp.set_read_timeout(Some(shared.config.smtp.command_timeout.0));
+    let tls = futures_rustls::TlsAcceptor::from(config)
+        .accept(tcp)
+        .await
+        .ok()?;
+    let (_, state) = tls.get_ref();
+    let info = TlsInfo {
+        version: crate::tls::version_name(state.protocol_version()),
+        cipher: state
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default(),
+    };
+    Some((Conn::Tls(Box::new(tls)), info))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,13 @@
+//! Sluice: a high-throughput outbound SMTP appliance.
+//!
+//! Thread-per-core and shared-nothing: each core runs a glommio executor,
+//! accepts SMTP on its own SO_REUSEPORT socket, and owns a slice of the
+//! destination domains ([`shard::hash::shard_of`]). See docs/architecture.md.
+
+pub mod auth;
+pub mod config;
+pub mod ingress;
+pub mod runtime;
+pub mod shard;
+pub mod smtp;
+pub mod tls;

@@ -1,0 +1,148 @@
+//! One core's context: its shard, its channel ends, its session count.
+//!
+//! A `Core` lives on exactly one executor thread (it is `Rc`, not `Arc`);
+//! the only ways into another core are [`Core::deliver`]'s channels.
+
+use super::{ExitCounts, Shared};
+use crate::shard::{Batch, Shard};
+use crate::smtp::Admission;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Per-core state shared by that core's tasks.
+pub struct Core {
+    /// This core's shard index.
+    pub index: usize,
+    /// Number of shards (cores).
+    pub shards: usize,
+    /// Node-wide state.
+    pub shared: Arc<Shared>,
+    senders: Senders<Batch>,
+    shard: RefCell<Shard>,
+    sessions: Cell<usize>,
+    max_sessions: usize,
+    last_id: Cell<u64>,
+}
+
+impl Core {
+    /// Hands a batch to shard `s`: a direct call for our own shard, the
+    /// bounded channel otherwise (waiting while it is full: backpressure).
+    pub async fn deliver(&self, s: usize, batch: Batch) -> Result<(), ()> {
+        if s == self.index {
+            self.shard.borrow_mut().accept(batch);
+            return Ok(());
+        }
+        self.senders.send_to(s, batch).await.map_err(|_| ())
+    }
+
+    /// Whether new transactions may start: every shard under its bounds.
+    pub fn admission(&self) -> Admission {
+        let bp = &self.shared.config.backpressure;
+        let over = self
+            .shared
+            .loads
+            .iter()
+            .any(|l| l.over(bp.max_messages, bp.max_bytes.0));
+        if over {
+            Admission::Busy
+        } else {
+            Admission::Open
+        }
+    }
+
+    /// A queue id unique across cores and restarts: microseconds since the
+    /// epoch (forced to increase) in the high bits, the core in the low 8.
+    pub fn next_queue_id(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let t = now.max(self.last_id.get() + 1);
+        self.last_id.set(t);
+        (t << 8) | (self.index as u64 & 0xff)
+    }
+
+    /// Counts a session for as long as the guard lives.
+    pub fn session_started(self: &Rc<Self>) -> SessionGuard {
+        self.sessions.set(self.sessions.get() + 1);
+        SessionGuard { core: self.clone() }
+    }
+
+    /// Whether this core already holds its share of `max_connections`
+    /// (the current session included).
+    pub fn over_session_limit(&self) -> bool {
+        self.sessions.get() > self.max_sessions
+    }
+}
+
+/// Decrements the session count when a session ends.
+pub struct SessionGuard {
+    core: Rc<Core>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.core
+            .sessions
+            .set(self.core.sessions.get().saturating_sub(1));
+    }
+}
+
+/// Grace period for sessions to finish after a stop request.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The body of one executor: join the mesh, start receivers and listeners,
+/// run until a stop is requested, then let sessions finish.
+pub async fn run(
+    shared: Arc<Shared>,
+    mesh: MeshBuilder<Batch, Full>,
+    sockets: Vec<socket2::Socket>,
+) -> ExitCounts {
+    let Ok((senders, mut receivers)) = mesh.join().await else {
+        tracing::error!("could not join the core mesh");
+        return ExitCounts::default();
+    };
+    let index = senders.peer_id();
+    let shards = senders.nr_consumers();
+    let load = shared.loads.get(index).cloned().unwrap_or_default();
+    let per_core = shared.config.smtp.max_connections.div_ceil(shards.max(1));
+    let core = Rc::new(Core {
+        index,
+        shards,
+        shard: RefCell::new(Shard::new(index, shared.config.route, load)),
+        shared,
+        senders,
+        sessions: Cell::new(0),
+        max_sessions: per_core,
+        last_id: Cell::new(0),
+    });
+
+    for (_, rx) in receivers.streams() {
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            while let Some(batch) = rx.recv().await {
+                core.shard.borrow_mut().accept(batch);
+            }
+        })
+        .detach();
+    }
+    let listeners: Vec<_> = sockets
+        .into_iter()
+        .map(|s| glommio::spawn_local(crate::ingress::listener::accept_loop(core.clone(), s)))
+        .collect();
+
+    // Control-plane check, off the mail path: a few wakeups per second.
+    while !super::stopping(&core.shared) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    drop(listeners); // stop accepting
+    let deadline = Instant::now() + STOP_GRACE;
+    while core.sessions.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    let counts = core.shard.borrow().backlog();
+    counts
+}

@@ -1,0 +1,152 @@
+//! The thread-per-core runtime: one pinned glommio executor per configured
+//! core, each with its own listeners, its own [`Shard`], and a full mesh of
+//! bounded channels to every other core.
+//!
+//! The main thread only builds sockets and shared configuration, then
+//! handles signals; everything on the mail path runs on the executors.
+
+mod core;
+mod shared;
+
+pub use self::core::{Core, SessionGuard};
+pub use shared::Shared;
+
+use crate::config::Config;
+use crate::shard::{Backlog, Batch, ShardLoad};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// What a finished run accepted, summed over shards.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    /// Envelopes taken in by shards (a message split over two shards counts twice).
+    pub envelopes: u64,
+    /// Recipients taken in.
+    pub recipients: u64,
+}
+
+/// A started daemon: its executors, bound addresses and shared state.
+pub struct Running {
+    shared: Arc<Shared>,
+    handles: Vec<glommio::ExecutorJoinHandle<ExitCounts>>,
+    listen: Vec<SocketAddr>,
+}
+
+impl Running {
+    /// The addresses actually bound (a configured port 0 resolved).
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// Node-wide state (loads, reload).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Asks every core to stop accepting and finish its sessions.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for every core to finish; sums what they accepted.
+    pub fn wait(self) -> Result<Summary, String> {
+        let mut summary = Summary::default();
+        let mut failed = None;
+        for h in self.handles {
+            match h.join() {
+                Ok(b) => {
+                    summary.envelopes += b.accepted_messages;
+                    summary.recipients += b.accepted_recipients;
+                }
+                Err(e) => failed = Some(format!("an executor failed: {e}")),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    }
+}
+
+/// Binds the listeners and starts one executor per configured core.
+/// `config_path` is re-read by [`Shared::reload`].
+pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, String> {
+    raise_fd_limit();
+    let cpus = config.cores.resolve()?;
+    let shared = Arc::new(Shared::new(config, config_path, cpus.len())?);
+
+    // Bind every socket up front: bind errors end startup cleanly, and an
+    // address with port 0 gets one port shared by all cores.
+    let mut per_core: Vec<Vec<socket2::Socket>> = (0..cpus.len()).map(|_| Vec::new()).collect();
+    let mut listen = Vec::new();
+    for addr in &shared.config.smtp.listen {
+        let mut addr: SocketAddr = *addr;
+        for sockets in per_core.iter_mut() {
+            let s = crate::ingress::listener::bind(addr)
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            if addr.port() == 0 {
+                if let Some(a) = s.local_addr().ok().and_then(|a| a.as_socket()) {
+                    addr = a;
+                }
+            }
+            sockets.push(s);
+        }
+        listen.push(addr);
+    }
+
+    let mesh =
+        MeshBuilder::<Batch, _>::full(cpus.len(), shared.config.backpressure.channel_capacity);
+    let mut handles = Vec::new();
+    for (i, (cpu, sockets)) in cpus.iter().zip(per_core).enumerate() {
+        let shared = shared.clone();
+        let mesh = mesh.clone();
+        let h = LocalExecutorBuilder::new(Placement::Fixed(*cpu))
+            .name(&format!("sluice-core{i}"))
+            .spawn(move || async move { self::core::run(shared, mesh, sockets).await })
+            .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
+        handles.push(h);
+    }
+    Ok(Running {
+        shared,
+        handles,
+        listen,
+    })
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads.
+pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<Summary, String> {
+    let running = start(config, config_path)?;
+    let listen: Vec<String> = running.listen.iter().map(|a| a.to_string()).collect();
+    tracing::info!(cores = running.handles.len(), listen = %listen.join(","), "sluice ready");
+    // A machine-readable line for scripts and tests that start the daemon.
+    eprintln!("sluice: ready listen={}", listen.join(","));
+    let signals = shared::spawn_signal_thread(running.shared.clone())?;
+    let summary = running.wait();
+    signals.close();
+    summary
+}
+
+/// Inbound sessions each need a descriptor: take the hard limit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// The published loads of all shards, in shard order.
+pub(crate) fn new_loads(n: usize) -> Vec<Arc<ShardLoad>> {
+    (0..n).map(|_| Arc::new(ShardLoad::default())).collect()
+}
+
+/// Whether a stop was requested.
+pub(crate) fn stopping(shared: &Shared) -> bool {
+    shared.stopping.load(Ordering::Relaxed)
+}
+
+/// A shard's counters at exit, for the summary.
+pub(crate) type ExitCounts = Backlog;

@@ -1,0 +1,92 @@
+//! The per-core engine. One [`Shard`] per executor owns the domains whose
+//! [`hash::shard_of`] is its index; nothing else touches their state.
+//!
+//! Until the delivery engine lands, a shard takes envelopes in and applies
+//! the configured interim route (`discard` or `hold`). What is already its
+//! final shape: envelopes arrive from ingress sessions on any core in
+//! batches, each carrying a reference-counted body, and the shard publishes
+//! its backlog through single-writer counters that ingress reads to decide
+//! admission (backpressure).
+
+pub mod hash;
+mod load;
+
+pub use load::{Backlog, ShardLoad};
+
+use crate::config::InterimRoute;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// The part of one accepted message owned by one shard: its recipients on
+/// that shard's domains and a reference to the shared body.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The message's queue id (the one given in the 250 reply).
+    pub id: u64,
+    /// The envelope sender; empty for the null sender.
+    pub reverse_path: Arc<str>,
+    /// Recipients whose domains this shard owns.
+    pub recipients: Vec<String>,
+    /// The message, shared by every shard that got a part of it.
+    pub body: Bytes,
+}
+
+/// Envelopes sent from one core to a shard in one channel message.
+pub type Batch = Vec<Envelope>;
+
+/// One core's slice of the destination domains.
+pub struct Shard {
+    index: usize,
+    route: InterimRoute,
+    load: Arc<ShardLoad>,
+    held: VecDeque<Envelope>,
+    backlog: Backlog,
+}
+
+impl Shard {
+    /// A shard with the given index that publishes its load into `load`.
+    pub fn new(index: usize, route: InterimRoute, load: Arc<ShardLoad>) -> Self {
+        Shard {
+            index,
+            route,
+            load,
+            held: VecDeque::new(),
+            backlog: Backlog::default(),
+        }
+    }
+
+    /// This shard's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Takes ownership of envelopes for this shard's domains.
+    pub fn accept(&mut self, batch: impl IntoIterator<Item = Envelope>) {
+        for env in batch {
+            self.backlog.accepted_messages += 1;
+            self.backlog.accepted_recipients += env.recipients.len() as u64;
+            match self.route {
+                InterimRoute::Discard => {}
+                InterimRoute::Hold => {
+                    self.backlog.queued_messages += 1;
+                    self.backlog.queued_bytes += env.body.len() as u64;
+                    self.held.push_back(env);
+                }
+            }
+        }
+        self.load.publish(&self.backlog);
+    }
+
+    /// Envelopes held by the `hold` route, oldest first.
+    pub fn held(&self) -> impl Iterator<Item = &Envelope> {
+        self.held.iter()
+    }
+}
+
+impl Shard {
+    /// The shard's counters.
+    pub fn backlog(&self) -> Backlog {
+        self.backlog
+    }
+}

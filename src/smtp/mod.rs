@@ -1,0 +1,37 @@
+//! Inbound SMTP: protocol only, no I/O.
+//!
+//! This module is sans-IO in the style of quinn-proto and rustls: the
+//! session is a state machine fed with bytes and drained of replies and
+//! events, and it never touches a socket, a clock or a thread. The glommio
+//! driver does the I/O, the TLS handshake, credential checks and queueing,
+//! and answers the session's events. That split keeps the protocol logic
+//! deterministic and unit-testable byte for byte, and keeps the driver free
+//! to batch reads and writes per core.
+//!
+//! - [`command`]: parses one command line in place.
+//! - [`reply`]: the reply type and the static reply lines.
+//! - [`server`]: the session state machine.
+//! - [`date`]: RFC 5322 dates for the Received header.
+
+// Input comes from untrusted peers: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+pub mod command;
+pub mod date;
+pub mod reply;
+pub mod server;
+
+pub use command::{parse_command, AuthMechanism, BodyType, Command, MailParams, ParseError};
+pub use date::write_rfc5322_date;
+pub use reply::Reply;
+pub use server::{
+    Admission, Event, Message, PeerInfo, ServerConfig, ServerSession, TlsInfo, Verdict,
+};

@@ -1,0 +1,242 @@
+//! Shared test harness: start the real `sluice` binary with a generated
+//! configuration, wait for its ready line, stop it with SIGTERM and read its
+//! summary. Everything talks over loopback only.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A running sluice daemon.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub log: Arc<Mutex<String>>,
+    exited: mpsc::Receiver<()>,
+}
+
+/// What sluice reported when it stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stopped {
+    pub envelopes: u64,
+    pub recipients: u64,
+}
+
+impl Daemon {
+    /// Starts sluice with `config` (TOML) plus `listen = ["127.0.0.1:0"]`
+    /// unless the config names its own listener.
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config)
+    }
+
+    /// Like [`start`] with a directory the test already populated.
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+        let mut text = String::new();
+        if !config.contains("hostname") {
+            text.push_str("hostname = \"sluice.test\"\n");
+        }
+        text.push_str(config);
+        if !config.contains("listen") {
+            text.push_str("\n[smtp]\nlisten = [\"127.0.0.1:0\"]\n");
+        }
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (exit_tx, exit_rx) = mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("sluice: ready listen=") {
+                    let first = rest.split(',').next().unwrap_or("").to_string();
+                    let _ = ready_tx.send(first);
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+            let _ = exit_tx.send(());
+        });
+        let addr = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("sluice did not become ready:\n{}", log.lock().unwrap());
+            }
+        };
+        Daemon {
+            child,
+            addr,
+            dir,
+            log,
+            exited: exit_rx,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// SIGTERM, wait for exit, parse the summary line.
+    pub fn stop(mut self) -> Stopped {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.exited
+            .recv_timeout(Duration::from_secs(60))
+            .expect("sluice did not exit after SIGTERM");
+        let status = self.child.wait().unwrap();
+        let log = self.log.lock().unwrap().clone();
+        assert!(status.success(), "sluice exited with {status}:\n{log}");
+        let line = log
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice: stopped "))
+            .unwrap_or_else(|| panic!("no summary line:\n{log}"));
+        let field = |k: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+        };
+        Stopped {
+            envelopes: field("accepted_envelopes="),
+            recipients: field("accepted_recipients="),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// A line-oriented SMTP client over a raw socket, for byte-exact checks.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        Self::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one complete (possibly multi-line) reply.
+    pub fn reply(&mut self) -> String {
+        let mut out = String::new();
+        loop {
+            let line = self.line();
+            out.push_str(&line);
+            out.push('\n');
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return out;
+            }
+        }
+    }
+
+    /// Reads one line (without CRLF); panics on EOF.
+    pub fn line(&mut self) -> String {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..pos]).into_owned();
+                self.buf.drain(..pos + 2);
+                return line;
+            }
+            let mut tmp = [0u8; 4096];
+            let n = self.stream.read(&mut tmp).unwrap();
+            assert!(
+                n > 0,
+                "connection closed; buffered: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// Sends `cmd` + CRLF and returns the reply.
+    pub fn cmd(&mut self, cmd: &str) -> String {
+        self.send(format!("{cmd}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// Whether the server closed the connection (EOF with nothing buffered).
+    pub fn at_eof(&mut self) -> bool {
+        let mut tmp = [0u8; 64];
+        matches!(self.stream.read(&mut tmp), Ok(0))
+    }
+}
+
+/// Asserts that `reply` starts with `prefix`.
+#[track_caller]
+pub fn expect(reply: &str, prefix: &str) {
+    assert!(
+        reply.starts_with(prefix),
+        "expected `{prefix}…`, got `{reply}`"
+    );
+}
+
+/// Writes a self-signed certificate and key for `localhost` into `dir`.
+pub fn write_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "sluice.test".into()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// Writes an AUTH users file with one user.
+pub fn write_users(dir: &Path, user: &str, password: &str) -> PathBuf {
+    let path = dir.join("users");
+    let hash = sluice::auth::hash_password(password).unwrap();
+    std::fs::write(&path, format!("{user}:{hash}\n")).unwrap();
+    path
+}
+
+/// Runs a program, returning (success, stdout+stderr).
+pub fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
