@@ -339,3 +339,42 @@ fn postfix_relays_1000_messages_into_sluice() {
     let s = d.stop();
     assert_eq!(s.recipients, 1000, "{s:?}");
 }
+
+const FINGERPRINT: &str = r#"
+import smtplib, ssl, sys, hashlib
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+s.ehlo("fp.test")
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s.starttls(context=ctx)
+print(hashlib.sha256(s.sock.getpeercert(binary_form=True)).hexdigest())
+s.quit()
+"#;
+
+fn served_fingerprint(d: &Daemon) -> String {
+    let (ok, out) = run(Command::new("python3").args(["-c", FINGERPRINT, &d.port().to_string()]));
+    assert!(ok, "{out}");
+    out.trim().to_string()
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_refuses_a_broken_one() {
+    let d = tls_daemon("");
+    let first = served_fingerprint(&d);
+    // A connection opened before the reload keeps working across it.
+    let mut open = Client::connect(d.addr);
+    expect(&open.reply(), "220");
+    let (cert, key) = write_cert(d.dir.path());
+    let _ = (cert, key);
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("sluice: reloaded", 1);
+    let second = served_fingerprint(&d);
+    assert_ne!(first, second, "the new certificate is not served");
+    expect(&open.cmd("EHLO still.test"), "250");
+    // A broken key is refused and the current certificate stays.
+    std::fs::write(d.path("key.pem"), "not a key").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let log = d.wait_log("sluice: reload refused", 1);
+    assert!(log.contains("key.pem"), "{log}");
+    assert_eq!(served_fingerprint(&d), second);
+    d.stop();
+}

@@ -79,3 +79,46 @@ impl Outbox {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::hash::shard_of;
+
+    #[test]
+    fn one_body_is_shared_by_every_shard_envelope() {
+        // Find two domains owned by different shards of 2.
+        let a = (0..)
+            .map(|i| format!("a{i}.test"))
+            .find(|d| shard_of(d, 2) == 0)
+            .unwrap();
+        let b = (0..)
+            .map(|i| format!("b{i}.test"))
+            .find(|d| shard_of(d, 2) == 1)
+            .unwrap();
+        let body = Bytes::from(vec![b'x'; 1000]);
+        let mut o = Outbox::new(2);
+        let rcpts = vec![format!("1@{a}"), format!("2@{b}"), format!("3@{a}")];
+        o.add(7, "s@x.test", rcpts, body.clone());
+        assert_eq!(o.batches[0].len(), 1);
+        assert_eq!(o.batches[1].len(), 1);
+        let e0 = &o.batches[0][0];
+        let e1 = &o.batches[1][0];
+        assert_eq!(e0.recipients, vec![format!("1@{a}"), format!("3@{a}")]);
+        assert_eq!(e1.recipients, vec![format!("2@{b}")]);
+        // The same allocation, not a copy.
+        assert_eq!(e0.body.as_ptr(), body.as_ptr());
+        assert_eq!(e1.body.as_ptr(), body.as_ptr());
+        assert!(Arc::ptr_eq(&e0.reverse_path, &e1.reverse_path));
+    }
+
+    #[test]
+    fn single_shard_message_keeps_its_recipient_list() {
+        let mut o = Outbox::new(4);
+        let rcpts = vec!["a@same.test".to_string(), "b@SAME.test".to_string()];
+        let ptr = rcpts.as_ptr();
+        o.add(1, "", rcpts, Bytes::from_static(b"x"));
+        let s = shard_of("same.test", 4);
+        assert_eq!(o.batches[s][0].recipients.as_ptr(), ptr);
+    }
+}

@@ -130,8 +130,14 @@ pub fn spawn_signal_thread(shared: Arc<Shared>) -> Result<SignalThread, String> 
             for sig in signals.forever() {
                 match sig {
                     SIGHUP => match shared.reload() {
-                        Ok(()) => tracing::info!("reloaded TLS certificate and AUTH users"),
-                        Err(e) => tracing::error!(error = %e, "reload refused; keeping the old configuration"),
+                        Ok(()) => {
+                            tracing::info!("reloaded TLS certificate and AUTH users");
+                            eprintln!("sluice: reloaded");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "reload refused; keeping the old configuration");
+                            eprintln!("sluice: reload refused: {e}");
+                        }
                     },
                     _ => {
                         tracing::info!(signal = sig, "stopping");

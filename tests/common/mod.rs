@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// A running sluice daemon.
@@ -16,7 +16,7 @@ pub struct Daemon {
     pub child: Child,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
-    pub log: Arc<Mutex<String>>,
+    pub log: Arc<(Mutex<String>, Condvar)>,
     exited: mpsc::Receiver<()>,
 }
 
@@ -57,7 +57,7 @@ impl Daemon {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
+        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let (exit_tx, exit_rx) = mpsc::channel();
         let log2 = log.clone();
@@ -67,9 +67,10 @@ impl Daemon {
                     let first = rest.split(',').next().unwrap_or("").to_string();
                     let _ = ready_tx.send(first);
                 }
-                let mut l = log2.lock().unwrap();
+                let mut l = log2.0.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');
+                log2.1.notify_all();
             }
             let _ = exit_tx.send(());
         });
@@ -77,7 +78,7 @@ impl Daemon {
             Ok(a) => a.parse().unwrap(),
             Err(_) => {
                 let _ = child.kill();
-                panic!("sluice did not become ready:\n{}", log.lock().unwrap());
+                panic!("sluice did not become ready:\n{}", log.0.lock().unwrap());
             }
         };
         Daemon {
@@ -108,7 +109,7 @@ impl Daemon {
             .recv_timeout(Duration::from_secs(60))
             .expect("sluice did not exit after SIGTERM");
         let status = self.child.wait().unwrap();
-        let log = self.log.lock().unwrap().clone();
+        let log = self.log();
         assert!(status.success(), "sluice exited with {status}:\n{log}");
         let line = log
             .lines()
@@ -127,7 +128,24 @@ impl Daemon {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.0.lock().unwrap().clone()
+    }
+
+    /// Waits until the daemon's stderr contains `needle` `count` times.
+    pub fn wait_log(&self, needle: &str, count: usize) -> String {
+        let (lock, cv) = &*self.log;
+        let guard = lock.lock().unwrap();
+        let (guard, timeout) = cv
+            .wait_timeout_while(guard, Duration::from_secs(30), |l| {
+                l.matches(needle).count() < count
+            })
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "no {needle:?} in the log:\n{}",
+            *guard
+        );
+        guard.clone()
     }
 }
 
