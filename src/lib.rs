@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod demo;
 pub mod ingress;
 pub mod runtime;
 pub mod shard;

@@ -35,6 +35,18 @@ enum Command {
     },
     /// Read a password from standard input and print an argon2id hash for the AUTH users file.
     Passwd,
+    /// Run sluice on an embedded configuration under a simulated load and print a summary.
+    Demo {
+        /// Messages to inject.
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// Concurrent client connections.
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        /// Recipient domains (Zipf-distributed).
+        #[arg(long, default_value_t = 1000)]
+        domains: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +55,15 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { path } => check_config(path),
         Command::Passwd => passwd(),
+        Command::Demo {
+            messages,
+            connections,
+            domains,
+        } => demo(sluice::demo::DemoOptions {
+            messages,
+            connections,
+            domains,
+        }),
     }
 }
 
@@ -102,6 +123,20 @@ fn check_config(path: PathBuf) -> ExitCode {
         Err(e) => {
             eprintln!("sluice: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn demo(opts: sluice::demo::DemoOptions) -> ExitCode {
+    init_logging("warn");
+    match sluice::demo::run(opts) {
+        Ok(summary) => {
+            print!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice demo: {e}");
+            ExitCode::FAILURE
         }
     }
 }
