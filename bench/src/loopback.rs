@@ -73,13 +73,13 @@ mod tests {
     #[test]
     fn refuses_everything_else() {
         for bad in [
-            "10.0.0.1:25",
+            "192.0.2.1:25",
             "0.0.0.0:25",
-            "192.168.1.1:25",
+            "198.51.100.1:25",
             "[::]:25",
             "[2001:db8::1]:25",
             "mx.example.com:25",
-            "8.8.8.8:53",
+            "203.0.113.53:53",
         ] {
             assert!(
                 matches!(parse_loopback(bad), Err(Error::NonLoopback(_))),

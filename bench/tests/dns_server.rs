@@ -17,8 +17,8 @@ use sluice_bench::dns::{
 async fn refuses_non_loopback_listen_addresses() {
     for addr in [
         "0.0.0.0:0",
-        "192.168.1.10:53",
-        "10.0.0.1:5353",
+        "198.51.100.10:53",
+        "192.0.2.1:5353",
         "[::]:0",
         "[2001:db8::1]:53",
     ] {

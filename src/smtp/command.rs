@@ -889,7 +889,7 @@ mod tests {
 
         #[test]
         fn rcpt_round_trips(v in verb_case("rcpt"), mbox in mailbox(), route in any::<bool>()) {
-            let route = if route { "@relay.example,@[10.0.0.1]:" } else { "" };
+            let route = if route { "@relay.example,@[192.0.2.1]:" } else { "" };
             let line = format!("{v} TO:<{route}{mbox}>");
             prop_assert_eq!(
                 parse_command(line.as_bytes()),

@@ -407,7 +407,7 @@ mod tests {
     #[test]
     fn rejects_bad_entries_with_context() {
         let cases = [
-            ("[[record]]\nname='a.test'\ntype='A'\ndata='10.0.0.1'", "127.0.0.0/8"),
+            ("[[record]]\nname='a.test'\ntype='A'\ndata='192.0.2.1'", "127.0.0.0/8"),
             ("[[record]]\nname='a.test'\ntype='AAAA'\ndata='2001:db8::1'", "::1"),
             ("[[record]]\nname='a.test'\ntype='MX'\ndata='mx.a.test'", "PREFERENCE HOST"),
             ("[[record]]\nname='a.test'\ntype='SRV'\ndata='x'", "unsupported"),
@@ -417,7 +417,7 @@ mod tests {
                 "only record",
             ),
             (
-                "[[provider]]\nname='p'\ndomains=['p.test']\nmx=['mx.p.test']\naddresses=['192.168.1.1']",
+                "[[provider]]\nname='p'\ndomains=['p.test']\nmx=['mx.p.test']\naddresses=['198.51.100.1']",
                 "127.0.0.0/8",
             ),
             (

@@ -468,7 +468,7 @@ mod tests {
             "[default]\ntempfail_pct = 150",
             "[default]\nbogus = 1",
             "[default]\ntempfail_reply = \"550 5.0.0 no\"",
-            "[hosts.\"10.0.0.1\"]\nmode = \"hang\"",
+            "[hosts.\"192.0.2.1\"]\nmode = \"hang\"",
             "[default]\nmode = \"sleepy\"",
             "[domains.\"x.test\"]\nmode = \"hang\"",
             "[default]\nlatency = { dist = \"uniform\", min_ms = 5, max_ms = 1 }",
