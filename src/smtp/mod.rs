@@ -1,4 +1,4 @@
-//! Inbound SMTP: protocol only, no I/O.
+//! SMTP, inbound and outbound: protocol only, no I/O.
 //!
 //! This module is sans-IO in the style of quinn-proto and rustls: the
 //! session is a state machine fed with bytes and drained of replies and
@@ -12,6 +12,7 @@
 //! - [`reply`]: the reply type and the static reply lines.
 //! - [`server`]: the session state machine.
 //! - [`date`]: RFC 5322 dates for the Received header.
+//! - [`client`]: the outbound (delivery) session state machine, same style.
 
 // Input comes from untrusted peers: no panicking shortcuts outside tests.
 #![cfg_attr(
@@ -24,11 +25,16 @@
     )
 )]
 
+pub mod client;
 pub mod command;
 pub mod date;
 pub mod reply;
 pub mod server;
 
+pub use client::{
+    Capabilities, ClientConfig, ClientEvent, ClientSession, CloseReason, Outcome, Recipient,
+    Timeouts, TlsPolicy, Transaction,
+};
 pub use command::{parse_command, AuthMechanism, BodyType, Command, MailParams, ParseError};
 pub use date::write_rfc5322_date;
 pub use reply::Reply;
