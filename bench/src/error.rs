@@ -35,6 +35,12 @@ pub enum Error {
     /// Building the TLS configuration failed.
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// A `sluice-bench run` scenario file is unreadable or invalid.
+    #[error("scenario: {0}")]
+    Scenario(String),
+    /// The system under test could not be started, reached or stopped.
+    #[error("system under test: {0}")]
+    Sut(String),
 }
 
 impl Error {

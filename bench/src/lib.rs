@@ -7,6 +7,9 @@
 //!   with failure modes, that counts what it answered.
 //! - [`sink`]: an SMTP receiver that imitates real receiving MTAs (latency,
 //!   failures, limits, greylisting, dead hosts) and counts what it got.
+//! - [`run`]: scenario runs that put a system under test (Sluice, Postfix,
+//!   any command) between the injector and the sink and account for every
+//!   message end to end, through crashes if asked.
 //!
 //! Everything only ever talks to loopback addresses ([`loopback`]).
 
@@ -16,6 +19,7 @@ pub mod dns;
 pub mod error;
 pub mod inject;
 pub mod loopback;
+pub mod run;
 pub mod sink;
 pub mod smtp;
 pub mod stream;

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use sluice_bench::dns::{self, DnsOptions, FailureRule, Zone};
 use sluice_bench::inject::{self, Credentials, InjectOptions, ProviderShare, SizeSpec, Stop};
 use sluice_bench::loopback::parse_loopback;
+use sluice_bench::run;
 use sluice_bench::sink::{Profile, Sink, SinkOptions, SinkReport};
 use sluice_bench::Error;
 
@@ -31,6 +32,31 @@ enum Command {
     Sink(SinkArgs),
     /// Run an authoritative DNS stub for synthetic and zone-file domains.
     Dns(DnsArgs),
+    /// Run a scenario: DNS stub, sink and a system under test, load through
+    /// it (with crashes if asked), then account for every message.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Scenario file (see bench/scenarios/).
+    scenario: PathBuf,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The sluice binary for kind = "sluice" [default: `sluice` next to this
+    /// executable, else target/release/sluice].
+    #[arg(long)]
+    sut_binary: Option<PathBuf>,
+    /// Keep the scratch directory (generated config, SUT log, Postfix instance).
+    #[arg(long)]
+    keep: bool,
+    /// Override the scenario's message count.
+    #[arg(long)]
+    messages: Option<u64>,
+    /// No live progress on stderr.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +201,7 @@ fn main() -> ExitCode {
         Command::Inject(args) => inject_main(args),
         Command::Sink(args) => sink_main(args),
         Command::Dns(args) => dns_main(args),
+        Command::Run(args) => run_main(args),
     };
     match result {
         Ok(code) => code,
@@ -233,6 +260,28 @@ fn inject_main(args: InjectArgs) -> Result<ExitCode, Error> {
     })
 }
 
+/// Exit 0 when everything acknowledged arrived exactly once, 3 when the
+/// run completed but mail is missing or duplicated, 1 when it could not run.
+fn run_main(args: RunArgs) -> Result<ExitCode, Error> {
+    let settings = run::RunSettings {
+        sut_binary: args.sut_binary,
+        keep: args.keep,
+        progress: !args.quiet,
+        ..run::RunSettings::default()
+    };
+    let report = run::run_file(&args.scenario, args.messages, settings)?;
+    print!("{}", report.render_table());
+    let _ = std::io::stdout().flush();
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    Ok(if report.clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
 fn write_json(path: &PathBuf, value: &impl serde::Serialize) -> Result<(), Error> {
     let json =
         serde_json::to_string_pretty(value).map_err(|e| Error::InvalidOption(e.to_string()))?;
@@ -251,6 +300,7 @@ fn sink_main(args: SinkArgs) -> Result<ExitCode, Error> {
         status: args.status,
         hostname: args.hostname,
         tls: !args.no_tls,
+        track_receipts: false,
     };
     let threads = args
         .threads

@@ -83,6 +83,12 @@ fn headers(run: &str, from: &str, date: &str, subject_pad: usize) -> (Vec<u8>, u
     (head, seq_at)
 }
 
+/// The Message-ID (with angle brackets) of message `seq` of run `run`,
+/// exactly as written into the message header.
+pub fn message_id(run: &str, seq: u64) -> String {
+    format!("<inj-{run}-{:012}@sluice-bench>", seq % SEQ_MODULUS)
+}
+
 /// A short random-ish run identifier so Message-IDs of different runs never collide.
 pub(crate) fn run_id() -> String {
     let nanos = SystemTime::now()
@@ -151,6 +157,7 @@ mod tests {
             let msg = t.with_seq(42).to_vec();
             let text = String::from_utf8(msg).unwrap();
             assert!(text.contains("Message-ID: <inj-abcd1234-000000000042@sluice-bench>\r\n"));
+            assert!(text.contains(&message_id("abcd1234", 42)));
             assert!(text.ends_with("\r\n"));
             assert!(!text.contains("\r\n."), "a line starts with a dot");
         }

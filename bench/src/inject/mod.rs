@@ -20,8 +20,10 @@ use std::time::Instant;
 
 use tokio::task::JoinSet;
 
+pub use message::message_id;
 pub use options::{Credentials, InjectOptions, ProviderShare, SizeSpec, SizeWeight, Stop};
 pub use report::{InjectReport, LatencySummary};
+pub use stats::Live;
 
 use crate::error::{Error, Result};
 use progress::ProgressDisplay;
@@ -32,8 +34,13 @@ use stats::ConnStats;
 /// Fails only for invalid options (including a non-loopback target);
 /// connection problems are counted in the report.
 pub async fn run(opts: InjectOptions) -> Result<InjectReport> {
+    run_live(opts, Arc::default()).await
+}
+
+/// Like [`run`], publishing running totals in `live` as it goes.
+pub async fn run_live(opts: InjectOptions, live: Arc<Live>) -> Result<InjectReport> {
     opts.validate()?;
-    let shared = Arc::new(session::Shared::new(opts)?);
+    let shared = Arc::new(session::Shared::new(opts, live)?);
     let started = Instant::now();
     let display = shared
         .opts
@@ -59,7 +66,7 @@ pub async fn run(opts: InjectOptions) -> Result<InjectReport> {
         shared.opts.target.to_string(),
         shared.opts.connections,
         &shared.mix.domains,
-        &total,
+        &mut total,
         elapsed,
     ))
 }

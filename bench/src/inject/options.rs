@@ -197,6 +197,14 @@ pub struct InjectOptions {
     pub timeout: Duration,
     /// Show live progress on stderr (a bar on a TTY, plain lines otherwise).
     pub progress: bool,
+    /// Keep reconnecting for this long after the last finished transaction
+    /// instead of giving up on the first failed connect (zero: give up).
+    /// `sluice-bench run` sets it to ride out a killed and restarted target.
+    pub retry_for: Duration,
+    /// Keep the sequence number of every acknowledged message in
+    /// [`InjectReport::acknowledged`](super::InjectReport::acknowledged),
+    /// so the messages can be looked for at the far end.
+    pub record_acks: bool,
 }
 
 impl InjectOptions {
@@ -222,6 +230,8 @@ impl InjectOptions {
             threads: None,
             timeout: Duration::from_secs(30),
             progress: false,
+            retry_for: Duration::ZERO,
+            record_acks: false,
         }
     }
 

@@ -3,7 +3,6 @@
 //! logs and CI output stay readable).
 
 use std::io::IsTerminal;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,8 +34,8 @@ impl ProgressDisplay {
             let task = tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    let done = shared.progress.done.load(Relaxed);
-                    let accepted = shared.progress.accepted.load(Relaxed);
+                    let done = shared.progress.done();
+                    let accepted = shared.progress.accepted();
                     let rate = accepted as f64 / started.elapsed().as_secs_f64().max(1e-3);
                     shown.set_position(done);
                     shown.set_message(format!("{accepted} accepted, {rate:.0} msgs/s"));
@@ -51,8 +50,8 @@ impl ProgressDisplay {
                 let mut last = 0;
                 loop {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let done = shared.progress.done.load(Relaxed);
-                    let accepted = shared.progress.accepted.load(Relaxed);
+                    let done = shared.progress.done();
+                    let accepted = shared.progress.accepted();
                     eprintln!(
                         "inject: {:>6.1}s {done} done, {accepted} accepted, {} msgs/s now",
                         started.elapsed().as_secs_f64(),

@@ -66,6 +66,12 @@ pub struct InjectReport {
     pub errors: BTreeMap<String, u64>,
     /// Accepted recipients per domain.
     pub domains: BTreeMap<String, u64>,
+    /// `(sequence number, accepted recipients)` of every acknowledged
+    /// message when [`InjectOptions::record_acks`](super::InjectOptions::record_acks)
+    /// was set; [`message_id`](super::message_id) gives the Message-ID.
+    /// Not serialised: it can hold millions of entries.
+    #[serde(skip)]
+    pub acknowledged: Vec<(u64, u32)>,
 }
 
 impl InjectReport {
@@ -74,7 +80,7 @@ impl InjectReport {
         target: String,
         connections: usize,
         domains: &[String],
-        stats: &ConnStats,
+        stats: &mut ConnStats,
         elapsed: Duration,
     ) -> Self {
         let h = &stats.latency;
@@ -128,6 +134,7 @@ impl InjectReport {
                 .filter(|(_, n)| **n > 0)
                 .map(|(d, n)| (d.clone(), *n))
                 .collect(),
+            acknowledged: std::mem::take(&mut stats.acks),
         }
     }
 

@@ -20,7 +20,7 @@ use super::message::{rfc5322_now, run_id, Template};
 use super::mix::Mix;
 use super::options::{InjectOptions, Stop};
 use super::replies::{ReplyReader, SessionError};
-use super::stats::{ConnStats, Progress};
+use super::stats::{ConnStats, Live};
 use crate::error::{Error, Result};
 use crate::smtp::base64;
 use crate::smtp::ehlo::Extensions;
@@ -34,6 +34,9 @@ use crate::tls::{insecure_client_config, loopback_server_name};
 const MAX_FRUITLESS_SESSIONS: u32 = 3;
 /// How long to wait for the reply to QUIT; the run is over anyway.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between reconnection attempts under [`InjectOptions::retry_for`],
+/// short because a restarting target is usually back within a second.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// State shared by all connection tasks of a run.
 pub(crate) struct Shared {
@@ -42,7 +45,7 @@ pub(crate) struct Shared {
     pub(crate) templates: Vec<Template>,
     pub(crate) run_id: String,
     pub(crate) limit: Option<u64>,
-    pub(crate) progress: Progress,
+    pub(crate) progress: Arc<Live>,
     pub(crate) histogram: Histogram<u64>,
     next: AtomicU64,
     deadline: Option<Instant>,
@@ -51,7 +54,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(opts: InjectOptions) -> Result<Self> {
+    pub(crate) fn new(opts: InjectOptions, progress: Arc<Live>) -> Result<Self> {
         let mix = Mix::new(&opts);
         let run_id = run_id();
         let date = rfc5322_now();
@@ -82,7 +85,7 @@ impl Shared {
             templates,
             run_id,
             limit,
-            progress: Progress::default(),
+            progress,
             histogram,
             next: AtomicU64::new(0),
             deadline,
@@ -110,30 +113,45 @@ impl Shared {
 }
 
 /// Runs one connection slot until the run is over; returns its counters.
+///
+/// Without `retry_for`, a failed connect or [`MAX_FRUITLESS_SESSIONS`]
+/// sessions in a row without a finished transaction end the slot. With it,
+/// the slot keeps reconnecting (every [`RETRY_PAUSE`]) until that much
+/// time has passed without a finished transaction: a target that is being
+/// restarted is ridden out, a dead one still ends the run.
 pub(crate) async fn connection(shared: Arc<Shared>, index: usize) -> ConnStats {
     let mut conn = Conn::new(shared, index);
+    let retry_for = conn.shared.opts.retry_for;
     let mut fruitless = 0;
+    let mut last_progress = Instant::now();
     while !conn.shared.exhausted() {
         let before = conn.stats.transactions;
+        let mut connect_failed = false;
         match conn.session().await {
             Ok(()) => {}
             Err(e @ SessionError::Connect(_)) => {
                 conn.stats.connect_errors += 1;
                 conn.stats.count_error(e.label());
-                break;
+                connect_failed = true;
             }
             Err(e) => {
                 conn.stats.connection_errors += 1;
                 conn.stats.count_error(e.label());
             }
         }
-        if conn.stats.transactions == before {
-            fruitless += 1;
-            if fruitless >= MAX_FRUITLESS_SESSIONS {
+        if conn.stats.transactions != before {
+            fruitless = 0;
+            last_progress = Instant::now();
+            continue;
+        }
+        fruitless += 1;
+        if !retry_for.is_zero() {
+            if last_progress.elapsed() >= retry_for {
                 break;
             }
-        } else {
-            fruitless = 0;
+            tokio::time::sleep(RETRY_PAUSE).await;
+        } else if connect_failed || fruitless >= MAX_FRUITLESS_SESSIONS {
+            break;
         }
     }
     conn.stats
@@ -620,6 +638,10 @@ impl Conn {
         if ok {
             self.stats.accepted_messages += 1;
             self.stats.accepted_rcpts += p.accepted as u64;
+            if self.shared.opts.record_acks {
+                let accepted = u32::try_from(p.accepted).unwrap_or(u32::MAX);
+                self.stats.acks.push((p.seq, accepted));
+            }
         }
         for _ in 0..p.nrcpt {
             if let Some((d, accepted)) = self.rcpts.pop_front() {
@@ -637,8 +659,8 @@ impl Conn {
     fn abort_pending(&mut self) {
         let n = self.pending.len() as u64;
         self.stats.aborted += n;
-        for _ in 0..n {
-            self.shared.progress.record(false);
+        if n > 0 {
+            self.shared.progress.record_aborted(n);
         }
         self.pending.clear();
         self.rcpts.clear();

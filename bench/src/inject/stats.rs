@@ -25,6 +25,9 @@ pub(crate) struct ConnStats {
     pub(crate) codes: HashMap<ReplyCode, u64>,
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) modes: BTreeMap<&'static str, u64>,
+    /// `(sequence, accepted recipients)` of every acknowledged message,
+    /// kept only with [`InjectOptions::record_acks`](super::InjectOptions::record_acks).
+    pub(crate) acks: Vec<(u64, u32)>,
 }
 
 impl ConnStats {
@@ -44,6 +47,7 @@ impl ConnStats {
             codes: HashMap::new(),
             errors: BTreeMap::new(),
             modes: BTreeMap::new(),
+            acks: Vec::new(),
         }
     }
 
@@ -78,21 +82,45 @@ impl ConnStats {
         for (mode, n) in &other.modes {
             *self.modes.entry(mode).or_default() += n;
         }
+        self.acks.extend_from_slice(&other.acks);
     }
 }
 
-/// Live totals for the progress display, updated once per transaction.
+/// Live totals of a running injection, readable while it runs: the
+/// progress display uses them, and so does `sluice-bench run` to show
+/// injected-versus-received and to time a crash of the system under test.
 #[derive(Debug, Default)]
-pub(crate) struct Progress {
-    pub(crate) done: AtomicU64,
-    pub(crate) accepted: AtomicU64,
+pub struct Live {
+    done: AtomicU64,
+    accepted: AtomicU64,
+    aborted: AtomicU64,
 }
 
-impl Progress {
+impl Live {
+    /// Transactions finished so far, whatever their outcome (aborted ones included).
+    pub fn done(&self) -> u64 {
+        self.done.load(Relaxed)
+    }
+
+    /// Messages accepted by the target so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Relaxed)
+    }
+
+    /// Transactions lost with their connection so far.
+    pub fn aborted(&self) -> u64 {
+        self.aborted.load(Relaxed)
+    }
+
     pub(crate) fn record(&self, accepted: bool) {
         self.done.fetch_add(1, Relaxed);
         if accepted {
             self.accepted.fetch_add(1, Relaxed);
         }
+    }
+
+    pub(crate) fn record_aborted(&self, n: u64) {
+        self.done.fetch_add(n, Relaxed);
+        self.aborted.fetch_add(n, Relaxed);
     }
 }

@@ -98,6 +98,7 @@ pub(crate) struct DomainStats {
     pub(crate) permfailed: AtomicU64,
     pub(crate) greylisted: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
+    pub(crate) suspended: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     pub(crate) connections: AtomicU64,
     pub(crate) per_ip: PerIp,
@@ -121,7 +122,11 @@ pub(crate) struct Stats {
     pub(crate) permfailed: AtomicU64,
     pub(crate) greylisted: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
+    pub(crate) suspended: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    /// Microseconds after `started` of the last accepted message, plus one
+    /// (0: none yet), for end-to-end rates.
+    pub(crate) last_accept_us: AtomicU64,
     pub(crate) data_transactions: AtomicU64,
     pub(crate) bdat_transactions: AtomicU64,
     pub(crate) tls_sessions: AtomicU64,
@@ -150,7 +155,9 @@ impl Stats {
             permfailed: AtomicU64::new(0),
             greylisted: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            suspended: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            last_accept_us: AtomicU64::new(0),
             data_transactions: AtomicU64::new(0),
             bdat_transactions: AtomicU64::new(0),
             tls_sessions: AtomicU64::new(0),
@@ -166,6 +173,20 @@ impl Stats {
     /// Seconds since start, the rate-bucket index.
     pub(crate) fn second(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+
+    /// Notes that a message was accepted now.
+    pub(crate) fn mark_accept(&self) {
+        let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        self.last_accept_us.fetch_max(us + 1, Relaxed);
+    }
+
+    /// When the last message was accepted, if any was.
+    pub(crate) fn last_accepted_at(&self) -> Option<Instant> {
+        match self.last_accept_us.load(Relaxed) {
+            0 => None,
+            us => Some(self.started + std::time::Duration::from_micros(us - 1)),
+        }
     }
 
     /// Counters for a lower-case domain, created on first use.
@@ -195,6 +216,7 @@ impl Stats {
                         permfailed: d.permfailed.load(Relaxed),
                         greylisted: d.greylisted.load(Relaxed),
                         rate_limited: d.rate_limited.load(Relaxed),
+                        suspended: d.suspended.load(Relaxed),
                         duplicates: d.duplicates.load(Relaxed),
                         connections: d.connections.load(Relaxed),
                         peak_connections_per_ip: d.per_ip.peaks(),
@@ -218,7 +240,11 @@ impl Stats {
             permfailed: self.permfailed.load(Relaxed),
             greylisted: self.greylisted.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
+            suspended: self.suspended.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
+            last_accepted_secs: self
+                .last_accepted_at()
+                .map(|t| t.duration_since(self.started).as_secs_f64()),
             data_transactions: self.data_transactions.load(Relaxed),
             bdat_transactions: self.bdat_transactions.load(Relaxed),
             tls_sessions: self.tls_sessions.load(Relaxed),
@@ -248,6 +274,9 @@ pub struct DomainReport {
     pub greylisted: u64,
     /// Recipients refused by the rate limit (also counted in `tempfailed`).
     pub rate_limited: u64,
+    /// Recipients answered 421 inside a suspension window (also counted in `tempfailed`).
+    #[serde(default)]
+    pub suspended: u64,
     /// Accepted (Message-ID, recipient) pairs seen before.
     pub duplicates: u64,
     /// Connections that carried at least one RCPT for the domain.
@@ -289,8 +318,14 @@ pub struct SinkReport {
     pub greylisted: u64,
     /// Recipients refused by a rate limit.
     pub rate_limited: u64,
+    /// Connections and recipients answered 421 inside a suspension window.
+    #[serde(default)]
+    pub suspended: u64,
     /// Accepted (Message-ID, recipient) pairs seen before.
     pub duplicates: u64,
+    /// Seconds after start when the last message was accepted.
+    #[serde(default)]
+    pub last_accepted_secs: Option<f64>,
     /// Messages accepted through DATA.
     pub data_transactions: u64,
     /// Messages accepted through BDAT.

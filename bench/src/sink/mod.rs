@@ -42,6 +42,8 @@
 //! starttls = true                   # advertise STARTTLS
 //! auth = false                      # advertise AUTH PLAIN, accept any credentials
 //! max_message_size = 52428800       # advertised SIZE; larger messages get 552 5.3.4
+//! suspend_after_secs = 0            # with suspend_for_secs > 0: from this many seconds after
+//! suspend_for_secs = 0              #   start, for that long, every attempt gets 421 + close
 //!
 //! [hosts."127.0.0.2"]
 //! mode = "hang"
@@ -61,6 +63,7 @@ mod counters;
 mod headers;
 mod limits;
 pub mod profile;
+mod receipts;
 mod session;
 mod status;
 
@@ -69,7 +72,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -82,6 +85,7 @@ use crate::error::{Error, Result};
 use crate::loopback::ensure_loopback;
 use counters::Stats;
 use limits::{KeyHasher, KeySet, TokenBucket};
+use receipts::Receipts;
 
 /// Configuration of a sink.
 #[derive(Debug, Clone)]
@@ -98,6 +102,9 @@ pub struct SinkOptions {
     pub hostname: String,
     /// Generate a self-signed certificate and offer STARTTLS.
     pub tls: bool,
+    /// Count the distinct recipients accepted per Message-ID, readable with
+    /// [`SinkHandle::received_recipients`]; costs one small map entry per message.
+    pub track_receipts: bool,
 }
 
 impl SinkOptions {
@@ -109,6 +116,7 @@ impl SinkOptions {
             status: None,
             hostname: "sink.sluice-bench.test".to_string(),
             tls: true,
+            track_receipts: false,
         }
     }
 }
@@ -125,6 +133,7 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) hostname: String,
     pub(crate) queue_ids: AtomicU64,
+    pub(crate) receipts: Option<Receipts>,
 }
 
 /// A bound sink, ready to [`run`](Sink::run).
@@ -132,6 +141,21 @@ pub struct Sink {
     listeners: Vec<TcpListener>,
     status: Option<TcpListener>,
     shared: Arc<Shared>,
+}
+
+/// Totals from [`SinkHandle::totals`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkTotals {
+    /// Messages accepted.
+    pub messages_accepted: u64,
+    /// Recipients of accepted messages (duplicates included).
+    pub recipients_accepted: u64,
+    /// Recipients answered 4xx.
+    pub tempfailed: u64,
+    /// Recipients answered 5xx.
+    pub permfailed: u64,
+    /// Accepted (Message-ID, recipient) pairs seen before.
+    pub duplicates: u64,
 }
 
 /// Cheap, clonable access to a running sink's live counters.
@@ -144,6 +168,34 @@ impl SinkHandle {
     /// Current values of all counters.
     pub fn snapshot(&self) -> SinkReport {
         self.shared.stats.snapshot()
+    }
+
+    /// The few totals that are cheap to read (no per-domain map), for
+    /// callers that poll often.
+    pub fn totals(&self) -> SinkTotals {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.shared.stats;
+        SinkTotals {
+            messages_accepted: s.messages_accepted.load(Relaxed),
+            recipients_accepted: s.recipients_accepted.load(Relaxed),
+            tempfailed: s.tempfailed.load(Relaxed),
+            permfailed: s.permfailed.load(Relaxed),
+            duplicates: s.duplicates.load(Relaxed),
+        }
+    }
+
+    /// When the last message was accepted, if any was.
+    pub fn last_accepted_at(&self) -> Option<Instant> {
+        self.shared.stats.last_accepted_at()
+    }
+
+    /// Distinct recipients accepted so far in messages carrying this
+    /// Message-ID (angle brackets included, as in the header); always 0
+    /// unless [`SinkOptions::track_receipts`] was set.
+    pub fn received_recipients(&self, message_id: &[u8]) -> u32 {
+        self.shared.receipts.as_ref().map_or(0, |r| {
+            r.get(self.shared.hasher.hash(message_id.trim_ascii()))
+        })
     }
 }
 
@@ -210,6 +262,7 @@ impl Sink {
             tls,
             hostname: opts.hostname,
             queue_ids: AtomicU64::new(1),
+            receipts: opts.track_receipts.then(Receipts::new),
         });
         Ok(Sink {
             listeners,

@@ -156,6 +156,10 @@ pub struct BehaviorPatch {
     pub auth: Option<bool>,
     /// See [`Behavior::max_message_size`].
     pub max_message_size: Option<u64>,
+    /// See [`Behavior::suspend_after_secs`].
+    pub suspend_after_secs: Option<f64>,
+    /// See [`Behavior::suspend_for_secs`].
+    pub suspend_for_secs: Option<f64>,
 }
 
 /// Fully resolved behaviour of one destination.
@@ -193,6 +197,13 @@ pub struct Behavior {
     pub auth: bool,
     /// Advertised SIZE limit in bytes.
     pub max_message_size: u64,
+    /// Start of the suspension window, in seconds after the sink started.
+    pub suspend_after_secs: f64,
+    /// Length of the suspension window in seconds (0 = never suspended).
+    /// Inside it every attempt is answered `421` and the connection closed:
+    /// at connect for `[default]`/`[hosts]`, at RCPT for `[domains]`. It
+    /// imitates a receiver that has blocked the sender for a while.
+    pub suspend_for_secs: f64,
 }
 
 /// Default reply for random temporary failures.
@@ -220,6 +231,8 @@ impl Default for Behavior {
             starttls: true,
             auth: false,
             max_message_size: 50 * 1024 * 1024,
+            suspend_after_secs: 0.0,
+            suspend_for_secs: 0.0,
         }
     }
 }
@@ -250,8 +263,20 @@ impl Behavior {
             chunking,
             starttls,
             auth,
-            max_message_size
+            max_message_size,
+            suspend_after_secs,
+            suspend_for_secs
         );
+    }
+
+    /// True while the suspension window is open, `since_start` being the
+    /// time since the sink started.
+    pub fn suspended(&self, since_start: std::time::Duration) -> bool {
+        if self.suspend_for_secs <= 0.0 {
+            return false;
+        }
+        let t = since_start.as_secs_f64();
+        t >= self.suspend_after_secs && t < self.suspend_after_secs + self.suspend_for_secs
     }
 
     fn validate(&self, section: &str) -> Result<()> {
@@ -285,6 +310,14 @@ impl Behavior {
         }
         if !self.rate_limit.is_finite() || self.rate_limit < 0.0 {
             return err(format!("rate_limit must be >= 0, got {}", self.rate_limit));
+        }
+        for (name, secs) in [
+            ("suspend_after_secs", self.suspend_after_secs),
+            ("suspend_for_secs", self.suspend_for_secs),
+        ] {
+            if !secs.is_finite() || secs < 0.0 {
+                return err(format!("{name} must be >= 0, got {secs}"));
+            }
         }
         Ok(())
     }
@@ -472,9 +505,27 @@ mod tests {
             "[default]\nmode = \"sleepy\"",
             "[domains.\"x.test\"]\nmode = \"hang\"",
             "[default]\nlatency = { dist = \"uniform\", min_ms = 5, max_ms = 1 }",
+            "[default]\nsuspend_for_secs = -1",
         ] {
             assert!(Profile::from_toml_str(bad).is_err(), "accepted: {bad}");
         }
+    }
+
+    #[test]
+    fn suspension_window() {
+        use std::time::Duration;
+        let p = Profile::from_toml_str(
+            "[domains.\"s.test\"]\nsuspend_after_secs = 2\nsuspend_for_secs = 3",
+        )
+        .unwrap();
+        let b = p.behavior(p.for_domain("s.test").unwrap());
+        assert!(!b.suspended(Duration::from_secs(1)));
+        assert!(b.suspended(Duration::from_secs(2)));
+        assert!(b.suspended(Duration::from_millis(4999)));
+        assert!(!b.suspended(Duration::from_secs(5)));
+        assert!(!p
+            .behavior(DEFAULT_BEHAVIOR)
+            .suspended(Duration::from_secs(3)));
     }
 
     #[test]

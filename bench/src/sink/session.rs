@@ -41,6 +41,7 @@ const MAX_SESSION_DOMAINS: usize = 1000;
 const MAX_ERRORS: u32 = 20;
 
 const CONCURRENCY_REPLY: &[u8] = b"421 4.7.0 Too many concurrent SMTP connections from this IP\r\n";
+const SUSPENDED_REPLY: &str = "421 4.7.0 Sending temporarily suspended, try again later";
 
 /// Entry point for an accepted connection.
 pub(crate) async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
@@ -63,6 +64,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
             return;
         }
         DeadMode::Normal | DeadMode::DropMidData => {}
+    }
+    if behavior.suspended(stats.started.elapsed()) {
+        stats.suspended.fetch_add(1, Relaxed);
+        let mut tcp = tcp;
+        let _ = tcp
+            .write_all(format!("{SUSPENDED_REPLY}\r\n").as_bytes())
+            .await;
+        let _ = tcp.shutdown().await;
+        return;
     }
     let _ = tcp.set_nodelay(true);
     let ip = peer.ip();
@@ -580,6 +590,12 @@ impl Session {
             dstats.tempfailed.fetch_add(1, Relaxed);
             s.reply(line);
         };
+        if b.suspended(stats.started.elapsed()) {
+            stats.suspended.fetch_add(1, Relaxed);
+            dstats.suspended.fetch_add(1, Relaxed);
+            tempfail(self, SUSPENDED_REPLY);
+            return Some(Step::Close);
+        }
         if local_starts_with(local, b"tempfail") {
             tempfail(self, &b.tempfail_reply);
             return None;
@@ -764,6 +780,7 @@ impl Session {
         let stats = &shared.stats;
         let second = stats.second();
         let message_seq = self.messages;
+        let mut fresh = 0u32;
         let id_hash = self
             .txn
             .headers
@@ -780,12 +797,20 @@ impl Session {
                 d.stats.rate.record(second);
             }
             if let Some(id_hash) = id_hash {
-                if !shared.seen.insert(pair(id_hash, rcpt.hash)) {
+                if shared.seen.insert(pair(id_hash, rcpt.hash)) {
+                    fresh += 1;
+                } else {
                     stats.duplicates.fetch_add(1, Relaxed);
                     d.stats.duplicates.fetch_add(1, Relaxed);
                 }
             }
         }
+        if let (Some(receipts), Some(id_hash)) = (&shared.receipts, id_hash) {
+            if fresh > 0 {
+                receipts.add(id_hash, fresh);
+            }
+        }
+        stats.mark_accept();
         stats.messages_accepted.fetch_add(1, Relaxed);
         stats
             .recipients_accepted
