@@ -6,8 +6,8 @@
 //! it holds.
 
 use super::conn::Conn;
-use super::input::InputBuffer;
 use super::outbox::Outbox;
+use crate::readbuf::InputBuffer;
 use crate::runtime::Core;
 use crate::smtp::{Event, PeerInfo, Reply, ServerSession, TlsInfo, Verdict};
 use glommio::net::TcpStream;

@@ -41,6 +41,14 @@ impl Daemon {
         if !config.contains("hostname") {
             text.push_str("hostname = \"sluice.test\"\n");
         }
+        // Ingress tests do not deliver (no DNS, no traffic beyond loopback)
+        // unless they say so.
+        if !config.contains("route") {
+            text.push_str("route = \"discard\"\n");
+        }
+        if !config.contains("state_dir") {
+            text.push_str(&format!("state_dir = \"{}\"\n", dir.path().display()));
+        }
         text.push_str(config);
         if !config.contains("listen") {
             text.push_str("\n[smtp]\nlisten = [\"127.0.0.1:0\"]\n");
