@@ -173,7 +173,9 @@ pub async fn run(engine: Rc<Engine>, dest: Rc<Dest>) {
         }
 
         // Act on events.
+        let mut evented = false;
         while let Some(ev) = session.poll_event() {
+            evented = true;
             match ev {
                 ClientEvent::Ready => {}
                 ClientEvent::StartTls => {
@@ -205,6 +207,11 @@ pub async fn run(engine: Rc<Engine>, dest: Rc<Dest>) {
         }
         if closed {
             break;
+        }
+        if evented {
+            // Events (TLS up, outcomes) may have made room or new output:
+            // go round again before blocking on a read.
+            continue;
         }
 
         if inflight.is_empty() && session.is_ready() {

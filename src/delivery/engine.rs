@@ -206,8 +206,8 @@ impl Engine {
         let msg = Rc::new(Msg {
             id: env.id,
             reverse_path: env.reverse_path,
-            eight_bit: env.body.iter().any(|b| *b >= 0x80),
-            smtputf8: false,
+            eight_bit: env.eight_bit,
+            smtputf8: env.smtputf8,
             body: env.body,
             accepted_unix: unix_now(),
             pending: Cell::new(env.recipients.len() as u32),
@@ -425,6 +425,8 @@ impl Engine {
                 reverse_path: Arc::from(""),
                 recipients: vec![p.msg.reverse_path.to_string()],
                 body,
+                eight_bit: false,
+                smtputf8: false,
             });
         }
         self.count(|c| c.dsns += out.len() as u64);

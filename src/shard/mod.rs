@@ -33,6 +33,10 @@ pub struct Envelope {
     pub recipients: Vec<String>,
     /// The message, shared by every shard that got a part of it.
     pub body: Bytes,
+    /// Declared 8-bit (`BODY=8BITMIME`): needs 8BITMIME downstream.
+    pub eight_bit: bool,
+    /// Declared `SMTPUTF8`: needs SMTPUTF8 downstream.
+    pub smtputf8: bool,
 }
 
 /// Envelopes sent from one core to a shard in one channel message.

@@ -3,6 +3,8 @@
 //! summary. Everything talks over loopback only.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -25,6 +27,9 @@ pub struct Daemon {
 pub struct Stopped {
     pub envelopes: u64,
     pub recipients: u64,
+    pub delivered: u64,
+    pub bounced: u64,
+    pub dsns: u64,
 }
 
 impl Daemon {
@@ -132,6 +137,9 @@ impl Daemon {
         Stopped {
             envelopes: field("accepted_envelopes="),
             recipients: field("accepted_recipients="),
+            delivered: field("delivered="),
+            bounced: field("bounced="),
+            dsns: field("dsns="),
         }
     }
 
