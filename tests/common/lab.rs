@@ -35,6 +35,12 @@ impl Lab {
     /// Starts the stub with `BASE_ZONE` + `zone`, the sink with `profile`,
     /// and sluice with `config` (plus the lab's DNS and port settings).
     pub fn start(zone: &str, profile: &str, config: &str) -> Lab {
+        Self::start_with_port(zone, profile, config, None)
+    }
+
+    /// Like [`start`], but MX deliveries go to `smtp_port` (another
+    /// receiver, such as Postfix or aiosmtpd) instead of the sink.
+    pub fn start_with_port(zone: &str, profile: &str, config: &str, smtp_port: Option<u16>) -> Lab {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -65,7 +71,7 @@ impl Lab {
         let cfg = format!(
             "route = \"deliver\"\n{config}\n[dns]\nnameservers = [\"{}\"]\nsmtp_port = {}\n",
             dns.local_addr(),
-            sink_addr.port()
+            smtp_port.unwrap_or(sink_addr.port())
         );
         let sluice = Daemon::start(&cfg);
         Lab {
