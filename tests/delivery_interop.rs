@@ -102,11 +102,12 @@ class Count:
             print(f"GOT {tls} {r}", flush=True)
         return "250 2.0.0 Ok"
 port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+utf8 = len(sys.argv) < 5 or sys.argv[4] != "no-smtputf8"
 ctx = None
 if cert != "-":
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
-c = Controller(Count(), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=False)
+c = Controller(Count(), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=False, enable_SMTPUTF8=utf8)
 c.start()
 print("READY", flush=True)
 sys.stdin.read()
@@ -161,4 +162,39 @@ fn aiosmtpd_receives_over_plaintext() {
 #[test]
 fn aiosmtpd_receives_over_starttls() {
     aiosmtpd_run(true);
+}
+
+#[test]
+fn smtputf8_message_to_a_server_without_smtputf8_bounces_with_5_6_7() {
+    let port = free_port();
+    let mut py = Command::new("/usr/bin/python3")
+        .args(["-c", AIOSMTPD, &port.to_string(), "-", "-", "no-smtputf8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(py.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "READY");
+    let lab = Lab::start_with_port(ZONE, "", "[delivery]\nidle_timeout = \"1s\"\n", Some(port));
+    let mut c = Client::connect(lab.sluice().addr);
+    expect(&c.reply(), "220");
+    expect(&c.cmd("EHLO client.test"), "250");
+    expect(&c.cmd("MAIL FROM:<a@sender.test> SMTPUTF8"), "250");
+    expect(&c.cmd("RCPT TO:<r\u{e9}@peer.test>"), "250");
+    expect(&c.cmd("DATA"), "354");
+    expect(&c.cmd("Subject: caf\u{e9}\r\n\r\nhello\r\n."), "250");
+    expect(&c.cmd("QUIT"), "221");
+    let bounced = lab.wait_log(&["\"event\":\"bounced\""], 1);
+    assert!(
+        bounced[0].contains("\"status\":\"5.6.7\""),
+        "{}",
+        bounced[0]
+    );
+    // The DSN goes back to the sender (whose MX is the same aiosmtpd).
+    let l = lines.next().unwrap().unwrap();
+    assert_eq!(l, "GOT plain a@sender.test");
+    let s = lab.stop();
+    assert_eq!((s.bounced, s.dsns), (1, 1));
+    drop(py.stdin.take());
+    let _ = py.wait();
 }
