@@ -165,6 +165,16 @@ impl Daemon {
     }
 }
 
+impl Drop for Daemon {
+    // A failed test must not leave its daemon running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A line-oriented SMTP client over a raw socket, for byte-exact checks.
 pub struct Client {
     pub stream: TcpStream,
