@@ -6,8 +6,11 @@
 
 pub mod auth;
 pub mod config;
+pub mod delivery;
 pub mod demo;
+pub mod dns;
 pub mod ingress;
+pub mod readbuf;
 pub mod runtime;
 pub mod shard;
 pub mod smtp;

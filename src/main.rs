@@ -94,8 +94,8 @@ fn serve(path: PathBuf) -> ExitCode {
                 "stopped"
             );
             eprintln!(
-                "sluice: stopped accepted_envelopes={} accepted_recipients={}",
-                s.envelopes, s.recipients
+                "sluice: stopped accepted_envelopes={} accepted_recipients={} delivered={} deferred={} bounced={} dsns={} connections={}",
+                s.envelopes, s.recipients, s.delivered, s.deferred, s.bounced, s.dsns, s.connections
             );
             ExitCode::SUCCESS
         }

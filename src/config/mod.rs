@@ -73,6 +73,15 @@ impl Config {
         if self.smtp.max_errors == 0 {
             return Err(("max_errors", "must be at least 1".into()));
         }
+        if let Err(e) = self.dns.validate() {
+            return Err(("dns", e.to_string()));
+        }
+        if self.delivery.max_connections_per_destination == 0 {
+            return Err((
+                "max_connections_per_destination",
+                "must be at least 1".into(),
+            ));
+        }
         if self.backpressure.channel_capacity == 0 {
             return Err(("channel_capacity", "must be at least 1".into()));
         }

@@ -18,9 +18,11 @@ pub struct Config {
     pub cores: Cores,
     /// When a 250 is given for a message. Default `"memory"`.
     pub ack: AckMode,
-    /// Where accepted mail goes until the delivery engine lands. Default
-    /// `"discard"`.
-    pub route: InterimRoute,
+    /// What shards do with accepted mail. Default `"deliver"`.
+    pub route: Route,
+    /// Where the delivery log (and later the journal) live. Default
+    /// `/var/lib/sluice`.
+    pub state_dir: PathBuf,
     /// The inbound SMTP listener.
     pub smtp: SmtpConfig,
     /// STARTTLS certificate and key.
@@ -31,6 +33,10 @@ pub struct Config {
     pub backpressure: BackpressureConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Outbound delivery.
+    pub delivery: DeliveryConfig,
+    /// DNS resolution for delivery: nameservers, cache, static routes.
+    pub dns: crate::dns::ResolverConfig,
 }
 
 impl Default for Config {
@@ -39,12 +45,15 @@ impl Default for Config {
             hostname: default_hostname(),
             cores: Cores::All,
             ack: AckMode::Memory,
-            route: InterimRoute::Discard,
+            route: Route::Deliver,
+            state_dir: PathBuf::from("/var/lib/sluice"),
             smtp: SmtpConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             backpressure: BackpressureConfig::default(),
             log: LogConfig::default(),
+            delivery: DeliveryConfig::default(),
+            dns: crate::dns::ResolverConfig::default(),
         }
     }
 }
@@ -128,13 +137,16 @@ pub enum AckMode {
     Downstream,
 }
 
-/// The interim route for accepted mail, until the delivery engine exists.
+/// What shards do with accepted mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum InterimRoute {
-    /// Count and drop: for load tests of the ingress path.
+pub enum Route {
+    /// Deliver to each recipient's mail exchangers (the appliance's job).
+    Deliver,
+    /// Count and drop: for load tests of the ingress path alone.
     Discard,
-    /// Keep in the owning shard's memory (bounded by `backpressure`).
+    /// Keep in the owning shard's memory (bounded by `backpressure`) and
+    /// never deliver: for tests of backpressure.
     Hold,
 }
 
@@ -243,6 +255,70 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+        }
+    }
+}
+
+/// How outbound connections use STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundTls {
+    /// Never.
+    None,
+    /// When the server offers it (default).
+    Opportunistic,
+    /// Always; defer when the server does not offer it.
+    Required,
+}
+
+/// Outbound delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Connections per destination domain, per shard. Default 20.
+    pub max_connections_per_destination: usize,
+    /// Transactions carried by one connection before it is closed. Default 1000.
+    pub max_messages_per_connection: usize,
+    /// RCPTs per SMTP transaction. Default 100.
+    pub max_rcpt_per_txn: usize,
+    /// BDAT transactions pipelined back to back on one connection. Default 4.
+    pub max_pipelined_txns: usize,
+    /// Use BDAT when the server offers CHUNKING. Default true.
+    pub prefer_bdat: bool,
+    /// Close a connection idle this long. Default 5 s.
+    pub idle_timeout: Seconds,
+    /// TCP connect timeout per address. Default 30 s.
+    pub connect_timeout: Seconds,
+    /// STARTTLS policy. Default `"opportunistic"`.
+    pub tls: OutboundTls,
+    /// Verify server certificates (webpki roots and MX name). Default false.
+    pub tls_verify: bool,
+    /// Bounce recipients still deferred after this long. Default 5 days.
+    pub message_expiry: Seconds,
+    /// Retry schedule for deferred recipients.
+    pub retry: crate::delivery::retry::RetryConfig,
+    /// Write the JSON-lines delivery log to `state_dir`. Default true.
+    pub log: bool,
+    /// Rotate the delivery log at this size. Default 1 GiB.
+    pub log_max_bytes: ByteSize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_connections_per_destination: 20,
+            max_messages_per_connection: 1000,
+            max_rcpt_per_txn: 100,
+            max_pipelined_txns: 4,
+            prefer_bdat: true,
+            idle_timeout: Seconds(Duration::from_secs(5)),
+            connect_timeout: Seconds(Duration::from_secs(30)),
+            tls: OutboundTls::Opportunistic,
+            tls_verify: false,
+            message_expiry: Seconds(Duration::from_secs(5 * 86400)),
+            retry: crate::delivery::retry::RetryConfig::default(),
+            log: true,
+            log_max_bytes: ByteSize(1 << 30),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! envelopes to the shards that own the recipients' domains.
 
 mod conn;
-mod input;
+
 pub mod listener;
 mod outbox;
 pub mod session;

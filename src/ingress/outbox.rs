@@ -9,7 +9,6 @@
 use crate::runtime::Core;
 use crate::shard::hash::{domain_of, shard_of};
 use crate::shard::{Batch, Envelope};
-use bytes::Bytes;
 use std::sync::Arc;
 
 /// Per-shard batches under construction.
@@ -28,9 +27,17 @@ impl Outbox {
     /// Splits one message's recipients by owning shard. The body is shared,
     /// never copied; a message whose recipients all live on one shard (the
     /// common case) moves its recipient list without re-allocating it.
-    pub fn add(&mut self, id: u64, reverse_path: &str, recipients: Vec<String>, body: Bytes) {
+    pub fn add(&mut self, id: u64, m: crate::smtp::Message) {
+        let crate::smtp::Message {
+            reverse_path,
+            recipients,
+            body,
+            eight_bit,
+            smtputf8,
+            ..
+        } = m;
         let n = self.batches.len();
-        let sender: Arc<str> = Arc::from(reverse_path);
+        let sender: Arc<str> = Arc::from(reverse_path.as_str());
         let first = recipients.first().map(|r| shard_of(domain_of(r), n));
         let single = first.filter(|&s| recipients.iter().all(|r| shard_of(domain_of(r), n) == s));
         if let Some(s) = single {
@@ -40,6 +47,8 @@ impl Outbox {
                     reverse_path: sender,
                     recipients,
                     body,
+                    eight_bit,
+                    smtputf8,
                 });
             }
             return;
@@ -61,6 +70,8 @@ impl Outbox {
                     reverse_path: sender.clone(),
                     recipients: rcpts,
                     body: body.clone(),
+                    eight_bit,
+                    smtputf8,
                 });
             }
         }
@@ -84,6 +95,19 @@ impl Outbox {
 mod tests {
     use super::*;
     use crate::shard::hash::shard_of;
+    use bytes::Bytes;
+
+    fn msg(from: &str, recipients: Vec<String>, body: Bytes) -> crate::smtp::Message {
+        crate::smtp::Message {
+            reverse_path: from.to_string(),
+            recipients,
+            body,
+            eight_bit: false,
+            smtputf8: false,
+            helo: "h".into(),
+            auth_user: None,
+        }
+    }
 
     #[test]
     fn one_body_is_shared_by_every_shard_envelope() {
@@ -99,7 +123,7 @@ mod tests {
         let body = Bytes::from(vec![b'x'; 1000]);
         let mut o = Outbox::new(2);
         let rcpts = vec![format!("1@{a}"), format!("2@{b}"), format!("3@{a}")];
-        o.add(7, "s@x.test", rcpts, body.clone());
+        o.add(7, msg("s@x.test", rcpts, body.clone()));
         assert_eq!(o.batches[0].len(), 1);
         assert_eq!(o.batches[1].len(), 1);
         let e0 = &o.batches[0][0];
@@ -117,7 +141,7 @@ mod tests {
         let mut o = Outbox::new(4);
         let rcpts = vec!["a@same.test".to_string(), "b@SAME.test".to_string()];
         let ptr = rcpts.as_ptr();
-        o.add(1, "", rcpts, Bytes::from_static(b"x"));
+        o.add(1, msg("", rcpts, Bytes::from_static(b"x")));
         let s = shard_of("same.test", 4);
         assert_eq!(o.batches[s][0].recipients.as_ptr(), ptr);
     }

@@ -6,8 +6,8 @@
 //! it holds.
 
 use super::conn::Conn;
-use super::input::InputBuffer;
 use super::outbox::Outbox;
+use crate::readbuf::InputBuffer;
 use crate::runtime::Core;
 use crate::smtp::{Event, PeerInfo, Reply, ServerSession, TlsInfo, Verdict};
 use glommio::net::TcpStream;
@@ -68,7 +68,7 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
                 match event {
                     Event::Message(m) => {
                         let id = core.next_queue_id();
-                        outbox.add(id, &m.reverse_path, m.recipients, m.body);
+                        outbox.add(id, m);
                         session.decide(Verdict::Accepted { queue_id: id });
                     }
                     Event::Auth {

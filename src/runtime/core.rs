@@ -109,10 +109,33 @@ pub async fn run(
     let shards = senders.nr_consumers();
     let load = shared.loads.get(index).cloned().unwrap_or_default();
     let per_core = shared.config.smtp.max_connections.div_ceil(shards.max(1));
+    let backlog = Rc::new(RefCell::new(crate::shard::Backlog::default()));
+    let engine = match shared.config.route {
+        crate::config::Route::Deliver => {
+            match build_engine(&shared, index, backlog.clone(), load.clone()) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the delivery engine");
+                    eprintln!("sluice: cannot start the delivery engine: {e}");
+                    shared
+                        .stopping
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let core = Rc::new(Core {
         index,
         shards,
-        shard: RefCell::new(Shard::new(index, shared.config.route, load)),
+        shard: RefCell::new(Shard::new(
+            index,
+            shared.config.route,
+            load,
+            backlog,
+            engine.clone(),
+        )),
         shared,
         senders,
         sessions: Cell::new(0),
@@ -129,6 +152,16 @@ pub async fn run(
         })
         .detach();
     }
+    if let Some(engine) = &engine {
+        glommio::spawn_local(engine.clone().retry_loop()).detach();
+        glommio::spawn_local(engine.log().clone().flusher(
+            Duration::from_millis(200),
+            core.shared.config.delivery.log_max_bytes.0,
+            core.shared.log_reopen.clone(),
+        ))
+        .detach();
+        glommio::spawn_local(dsn_loop(core.clone(), engine.clone())).detach();
+    }
     let listeners: Vec<_> = sockets
         .into_iter()
         .map(|s| glommio::spawn_local(crate::ingress::listener::accept_loop(core.clone(), s)))
@@ -144,5 +177,79 @@ pub async fn run(
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     let counts = core.shard.borrow().backlog();
-    counts
+    let delivery = engine.as_ref().map(|e| {
+        e.log().flush_now();
+        e.counters()
+    });
+    ExitCounts {
+        backlog: counts,
+        delivery: delivery.unwrap_or_default(),
+    }
+}
+
+fn build_engine(
+    shared: &Arc<Shared>,
+    index: usize,
+    backlog: Rc<RefCell<crate::shard::Backlog>>,
+    load: Arc<crate::shard::ShardLoad>,
+) -> Result<Rc<crate::delivery::Engine>, String> {
+    use crate::config::OutboundTls;
+    use crate::smtp::client::{ClientConfig, TlsPolicy};
+    let c = &shared.config;
+    let resolver = crate::dns::Resolver::new(c.dns.clone()).map_err(|e| e.to_string())?;
+    let client = ClientConfig {
+        ehlo_name: c.hostname.clone(),
+        max_rcpt_per_txn: c.delivery.max_rcpt_per_txn,
+        prefer_bdat: c.delivery.prefer_bdat,
+        max_pipelined_txns: c.delivery.max_pipelined_txns,
+        tls_policy: match c.delivery.tls {
+            OutboundTls::None => TlsPolicy::Disabled,
+            OutboundTls::Opportunistic => TlsPolicy::Opportunistic,
+            OutboundTls::Required => TlsPolicy::Required,
+        },
+        auth: None,
+        timeouts: Default::default(),
+    };
+    let settings = crate::delivery::EngineSettings {
+        hostname: c.hostname.clone(),
+        max_connections_per_destination: c.delivery.max_connections_per_destination,
+        max_messages_per_connection: c.delivery.max_messages_per_connection,
+        idle_timeout: c.delivery.idle_timeout.0,
+        connect_timeout: c.delivery.connect_timeout.0,
+        message_expiry: c.delivery.message_expiry.0,
+        retry: c.delivery.retry.schedule(),
+        tls_verify: c.delivery.tls_verify,
+    };
+    let log_path = c
+        .delivery
+        .log
+        .then(|| c.state_dir.join(format!("delivery-{index}.jsonl")));
+    let log = crate::delivery::log::DeliveryLog::new(log_path);
+    Ok(crate::delivery::Engine::new(
+        settings,
+        Arc::new(client),
+        resolver,
+        log,
+        backlog,
+        load,
+    ))
+}
+
+/// Sends the DSNs the engine collected to the shards that own the original
+/// senders' domains, once a second (so failures of one message share a DSN).
+async fn dsn_loop(core: Rc<Core>, engine: Rc<crate::delivery::Engine>) {
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let dsns = engine.take_dsns(|| core.next_queue_id());
+        for env in dsns {
+            let to = env
+                .recipients
+                .first()
+                .map(|r| crate::shard::hash::domain_of(r).to_string());
+            let s = crate::shard::hash::shard_of(to.as_deref().unwrap_or(""), core.shards);
+            if core.deliver(s, vec![env]).await.is_err() {
+                tracing::error!("could not hand a DSN to its shard");
+            }
+        }
+    }
 }

@@ -27,6 +27,16 @@ pub struct Summary {
     pub envelopes: u64,
     /// Recipients taken in.
     pub recipients: u64,
+    /// Recipients delivered.
+    pub delivered: u64,
+    /// Deferral events.
+    pub deferred: u64,
+    /// Recipients bounced or expired.
+    pub bounced: u64,
+    /// DSNs generated.
+    pub dsns: u64,
+    /// Outbound connections opened.
+    pub connections: u64,
 }
 
 /// A started daemon: its executors, bound addresses and shared state.
@@ -58,9 +68,14 @@ impl Running {
         let mut failed = None;
         for h in self.handles {
             match h.join() {
-                Ok(b) => {
-                    summary.envelopes += b.accepted_messages;
-                    summary.recipients += b.accepted_recipients;
+                Ok(c) => {
+                    summary.envelopes += c.backlog.accepted_messages;
+                    summary.recipients += c.backlog.accepted_recipients;
+                    summary.delivered += c.delivery.delivered;
+                    summary.deferred += c.delivery.deferred;
+                    summary.bounced += c.delivery.bounced + c.delivery.expired;
+                    summary.dsns += c.delivery.dsns;
+                    summary.connections += c.delivery.connections;
                 }
                 Err(e) => failed = Some(format!("an executor failed: {e}")),
             }
@@ -149,4 +164,8 @@ pub(crate) fn stopping(shared: &Shared) -> bool {
 }
 
 /// A shard's counters at exit, for the summary.
-pub(crate) type ExitCounts = Backlog;
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ExitCounts {
+    pub backlog: Backlog,
+    pub delivery: crate::delivery::DeliveryCounters,
+}

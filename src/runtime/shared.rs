@@ -28,6 +28,8 @@ pub struct Shared {
     pub loads: Vec<Arc<ShardLoad>>,
     /// Set by SIGTERM/SIGINT.
     pub stopping: AtomicBool,
+    /// Bumped by SIGHUP: log files are reopened.
+    pub log_reopen: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -58,6 +60,7 @@ impl Shared {
             users: ArcSwap::from_pointee(users),
             loads: super::new_loads(shards),
             stopping: AtomicBool::new(false),
+            log_reopen: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             config,
             config_path,
         })
@@ -106,6 +109,12 @@ fn load_users(config: &Config) -> Result<Users, String> {
     }
 }
 
+/// SIGHUP: reopen log files and reload the reloadable configuration.
+fn reload(shared: &Shared) -> Result<(), String> {
+    shared.log_reopen.fetch_add(1, Ordering::Relaxed);
+    shared.reload()
+}
+
 /// Handle to the signal thread.
 pub struct SignalThread {
     handle: signal_hook::iterator::Handle,
@@ -129,7 +138,7 @@ pub fn spawn_signal_thread(shared: Arc<Shared>) -> Result<SignalThread, String> 
         .spawn(move || {
             for sig in signals.forever() {
                 match sig {
-                    SIGHUP => match shared.reload() {
+                    SIGHUP => match reload(&shared) {
                         Ok(()) => {
                             tracing::info!("reloaded TLS certificate and AUTH users");
                             eprintln!("sluice: reloaded");

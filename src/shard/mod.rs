@@ -13,9 +13,12 @@ mod load;
 
 pub use load::{Backlog, ShardLoad};
 
-use crate::config::InterimRoute;
+use crate::config::Route;
+use crate::delivery::Engine;
 use bytes::Bytes;
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// The part of one accepted message owned by one shard: its recipients on
@@ -30,6 +33,10 @@ pub struct Envelope {
     pub recipients: Vec<String>,
     /// The message, shared by every shard that got a part of it.
     pub body: Bytes,
+    /// Declared 8-bit (`BODY=8BITMIME`): needs 8BITMIME downstream.
+    pub eight_bit: bool,
+    /// Declared `SMTPUTF8`: needs SMTPUTF8 downstream.
+    pub smtputf8: bool,
 }
 
 /// Envelopes sent from one core to a shard in one channel message.
@@ -38,21 +45,30 @@ pub type Batch = Vec<Envelope>;
 /// One core's slice of the destination domains.
 pub struct Shard {
     index: usize,
-    route: InterimRoute,
+    route: Route,
     load: Arc<ShardLoad>,
     held: VecDeque<Envelope>,
-    backlog: Backlog,
+    backlog: Rc<RefCell<Backlog>>,
+    engine: Option<Rc<Engine>>,
 }
 
 impl Shard {
     /// A shard with the given index that publishes its load into `load`.
-    pub fn new(index: usize, route: InterimRoute, load: Arc<ShardLoad>) -> Self {
+    /// `engine` is required for the `deliver` route.
+    pub fn new(
+        index: usize,
+        route: Route,
+        load: Arc<ShardLoad>,
+        backlog: Rc<RefCell<Backlog>>,
+        engine: Option<Rc<Engine>>,
+    ) -> Self {
         Shard {
             index,
             route,
             load,
             held: VecDeque::new(),
-            backlog: Backlog::default(),
+            backlog,
+            engine,
         }
     }
 
@@ -64,29 +80,38 @@ impl Shard {
     /// Takes ownership of envelopes for this shard's domains.
     pub fn accept(&mut self, batch: impl IntoIterator<Item = Envelope>) {
         for env in batch {
-            self.backlog.accepted_messages += 1;
-            self.backlog.accepted_recipients += env.recipients.len() as u64;
-            match self.route {
-                InterimRoute::Discard => {}
-                InterimRoute::Hold => {
-                    self.backlog.queued_messages += 1;
-                    self.backlog.queued_bytes += env.body.len() as u64;
-                    self.held.push_back(env);
+            {
+                let mut b = self.backlog.borrow_mut();
+                b.accepted_messages += 1;
+                b.accepted_recipients += env.recipients.len() as u64;
+                if self.route == Route::Hold {
+                    b.queued_messages += 1;
+                    b.queued_bytes += env.body.len() as u64;
                 }
             }
+            match (self.route, &self.engine) {
+                (Route::Deliver, Some(engine)) => engine.intake(env),
+                (Route::Hold, _) => self.held.push_back(env),
+                // Discard, or deliver without an engine (startup refuses
+                // that combination): counted and dropped.
+                _ => {}
+            }
         }
-        self.load.publish(&self.backlog);
+        self.load.publish(&self.backlog.borrow());
     }
 
     /// Envelopes held by the `hold` route, oldest first.
     pub fn held(&self) -> impl Iterator<Item = &Envelope> {
         self.held.iter()
     }
-}
 
-impl Shard {
     /// The shard's counters.
     pub fn backlog(&self) -> Backlog {
-        self.backlog
+        *self.backlog.borrow()
+    }
+
+    /// The delivery engine, when the route is `deliver`.
+    pub fn engine(&self) -> Option<&Rc<Engine>> {
+        self.engine.as_ref()
     }
 }

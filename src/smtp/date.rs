@@ -94,6 +94,18 @@ fn push_2digits(out: &mut Vec<u8>, v: u8) {
     out.push(b'0' + v % 10);
 }
 
+/// The current time as an RFC 5322 date string (reads the clock: for
+/// drivers and the delivery engine, not for the sans-IO machines).
+pub fn date_now() -> String {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut v = Vec::with_capacity(32);
+    write_rfc5322_date(&mut v, unix);
+    String::from_utf8(v).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,7 @@ pub use client::{
     Timeouts, TlsPolicy, Transaction,
 };
 pub use command::{parse_command, AuthMechanism, BodyType, Command, MailParams, ParseError};
-pub use date::write_rfc5322_date;
+pub use date::{date_now, write_rfc5322_date};
 pub use reply::Reply;
 pub use server::{
     Admission, Event, Message, PeerInfo, ServerConfig, ServerSession, TlsInfo, Verdict,

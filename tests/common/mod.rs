@@ -3,6 +3,8 @@
 //! summary. Everything talks over loopback only.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -25,6 +27,9 @@ pub struct Daemon {
 pub struct Stopped {
     pub envelopes: u64,
     pub recipients: u64,
+    pub delivered: u64,
+    pub bounced: u64,
+    pub dsns: u64,
 }
 
 impl Daemon {
@@ -40,6 +45,14 @@ impl Daemon {
         let mut text = String::new();
         if !config.contains("hostname") {
             text.push_str("hostname = \"sluice.test\"\n");
+        }
+        // Ingress tests do not deliver (no DNS, no traffic beyond loopback)
+        // unless they say so.
+        if !config.contains("route") {
+            text.push_str("route = \"discard\"\n");
+        }
+        if !config.contains("state_dir") {
+            text.push_str(&format!("state_dir = \"{}\"\n", dir.path().display()));
         }
         text.push_str(config);
         if !config.contains("listen") {
@@ -124,6 +137,9 @@ impl Daemon {
         Stopped {
             envelopes: field("accepted_envelopes="),
             recipients: field("accepted_recipients="),
+            delivered: field("delivered="),
+            bounced: field("bounced="),
+            dsns: field("dsns="),
         }
     }
 
@@ -146,6 +162,16 @@ impl Daemon {
             *guard
         );
         guard.clone()
+    }
+}
+
+impl Drop for Daemon {
+    // A failed test must not leave its daemon running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The session's read buffer: one allocation per connection, grown only
+//! A connection's read buffer: one allocation per connection, grown only
 //! when a read fills it, so idle connections stay small and busy ones get
 //! large reads (fewer syscalls per message).
 

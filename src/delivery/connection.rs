@@ -1,0 +1,361 @@
+//! One outbound connection: a thin driver around [`ClientSession`].
+//!
+//! Resolve the destination, connect to its hosts in preference order
+//! (moving on to the next address when one fails), then keep pulling
+//! transactions from the destination's queue — up to the client's pipelining
+//! window at a time — until the queue stays empty for `idle_timeout` or the
+//! connection has carried `max_messages_per_connection` transactions.
+//! Every recipient handed to the session gets exactly one outcome (the
+//! machine's invariant); the driver adds a safety net for the impossible.
+
+use super::engine::{ConnInfo, Dest, Engine};
+use super::queue::Rcpt;
+use crate::readbuf::InputBuffer;
+use crate::smtp::client::{ClientEvent, ClientSession, Outcome, Recipient, Transaction};
+use crate::smtp::Reply;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_rustls::client::TlsStream;
+use glommio::net::TcpStream;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+        }
+    }
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(buf).await,
+            Stream::Tls(s) => s.write_all(buf).await,
+        }
+    }
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(_) => Ok(()),
+            Stream::Tls(s) => s.flush().await,
+        }
+    }
+}
+
+/// Decrements the destination's active count when the task ends, and
+/// hands leftover work to a fresh connection.
+struct Active {
+    engine: Rc<Engine>,
+    dest: Rc<Dest>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.dest
+            .active
+            .set(self.dest.active.get().saturating_sub(1));
+        self.engine.kick(&self.dest);
+    }
+}
+
+/// Runs one connection for `dest` (its `active` count was already raised).
+pub async fn run(engine: Rc<Engine>, dest: Rc<Dest>) {
+    let _active = Active {
+        engine: engine.clone(),
+        dest: dest.clone(),
+    };
+    let route = match engine.resolver.resolve_route(&dest.domain).await {
+        Ok(r) => r,
+        Err(e) => {
+            engine.fail_dest(&dest, &e);
+            return;
+        }
+    };
+    let mut info = ConnInfo::default();
+    let mut stream = None;
+    let mut errors = Vec::new();
+    'hosts: for host in &route.hosts {
+        for ip in &host.addrs {
+            let addr = SocketAddr::new(*ip, host.port);
+            let connect = TcpStream::connect_timeout(addr, engine.settings.connect_timeout);
+            match connect.await {
+                Ok(s) => {
+                    info.mx = Some(host.name.clone());
+                    info.ip = Some(*ip);
+                    stream = Some(Stream::Plain(s));
+                    break 'hosts;
+                }
+                Err(e) => errors.push(format!("{} [{addr}]: {e}", host.name)),
+            }
+        }
+    }
+    let Some(mut stream) = stream else {
+        let text = if errors.is_empty() {
+            format!("no usable MX host for {}", dest.domain)
+        } else {
+            format!("cannot connect: {}", errors.join("; "))
+        };
+        engine.defer_dest(&dest, Reply::new(451, Some((4, 4, 1)), text));
+        return;
+    };
+    engine.counted_connection();
+    let _ = stream.tcp().set_nodelay(true);
+    let _ = stream
+        .tcp()
+        .set_write_timeout(Some(engine.client.timeouts.data_block));
+
+    let mut session = ClientSession::new(engine.client.clone());
+    let mut inflight: Vec<(u64, Vec<Rcpt>)> = Vec::new();
+    let mut input = InputBuffer::new(4096, 64 * 1024);
+    let mut out = Vec::with_capacity(4096);
+    let mut sent = 0usize;
+    let window = engine.client.max_pipelined_txns.max(1);
+    let max_rcpt = engine.client.max_rcpt_per_txn.max(1);
+    let mut closed = false;
+
+    while !closed {
+        // Fill the window from the destination's queue.
+        while inflight.len() < window && sent < engine.settings.max_messages_per_connection {
+            let batch = dest.queue.borrow_mut().take_transaction(max_rcpt);
+            let Some(first) = batch.first() else { break };
+            let id = engine.next_txn.get();
+            engine.next_txn.set(id + 1);
+            let msg = first.msg.clone();
+            let recipients = batch
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Recipient {
+                    index: i,
+                    address: r.addr.clone(),
+                })
+                .collect();
+            session.enqueue(Transaction {
+                id,
+                reverse_path: msg.reverse_path.clone(),
+                recipients,
+                body: msg.body.clone(),
+                eight_bit: msg.eight_bit,
+                smtputf8: msg.smtputf8,
+            });
+            inflight.push((id, batch));
+            sent += 1;
+        }
+
+        // Write what the session has to say: commands, then any body.
+        loop {
+            let body = session.poll_transmit(&mut out);
+            if out.is_empty() && body.is_none() {
+                break;
+            }
+            let mut ok = stream.write_all(&out).await.is_ok();
+            out.clear();
+            if let (true, Some(b)) = (ok, body) {
+                ok = stream.write_all(&b).await.is_ok();
+            }
+            if ok {
+                ok = stream.flush().await.is_ok();
+            }
+            if !ok {
+                session.handle_closed();
+                break;
+            }
+        }
+
+        // Act on events.
+        let mut evented = false;
+        while let Some(ev) = session.poll_event() {
+            evented = true;
+            match ev {
+                ClientEvent::Ready => {}
+                ClientEvent::StartTls => {
+                    input.clear();
+                    match start_tls(&engine, stream, info.mx.as_deref()).await {
+                        Some((s, version, cipher)) => {
+                            stream = s;
+                            info.tls = Some(version);
+                            info.cipher = Some(cipher);
+                            session.tls_established();
+                        }
+                        None => {
+                            session.handle_closed();
+                            // The stream is gone; outcomes follow as events.
+                            drain_events(&engine, &dest, &mut session, &mut inflight, &info);
+                            settle_leftovers(&engine, &dest, &mut inflight, &info);
+                            return;
+                        }
+                    }
+                }
+                ClientEvent::RcptOutcome { txn, rcpt, outcome } => {
+                    apply(&engine, &dest, &mut inflight, txn, rcpt, &outcome, &info);
+                }
+                ClientEvent::TxnDone { txn } => {
+                    inflight.retain(|(id, _)| *id != txn);
+                }
+                ClientEvent::Closed { .. } => closed = true,
+            }
+        }
+        if closed {
+            break;
+        }
+        if evented {
+            // Events (TLS up, outcomes) may have made room or new output:
+            // go round again before blocking on a read.
+            continue;
+        }
+
+        if inflight.is_empty() && session.is_ready() {
+            if sent >= engine.settings.max_messages_per_connection {
+                session.quit();
+                continue;
+            }
+            if dest.queue.borrow().is_empty() {
+                // Idle: wait for work, or give the connection up.
+                dest.idle.set(dest.idle.get() + 1);
+                let listener = dest.work.listen();
+                let got_work = if dest.queue.borrow().is_empty() {
+                    let idle = engine.settings.idle_timeout;
+                    futures_lite::future::or(
+                        async {
+                            listener.await;
+                            true
+                        },
+                        async {
+                            glommio::timer::sleep(idle).await;
+                            false
+                        },
+                    )
+                    .await
+                } else {
+                    true
+                };
+                dest.idle.set(dest.idle.get().saturating_sub(1));
+                if !got_work && dest.queue.borrow().is_empty() {
+                    session.quit();
+                }
+            }
+            continue;
+        }
+
+        // Read replies.
+        let timeout = session.timeout().unwrap_or(Duration::from_secs(300));
+        let _ = stream.tcp().set_read_timeout(Some(timeout));
+        let spare = input.spare();
+        if spare.is_empty() {
+            session.handle_closed();
+            continue;
+        }
+        match stream.read(spare).await {
+            Ok(0) => session.handle_closed(),
+            Ok(n) => {
+                input.filled(n);
+                let used = session.handle_input(input.data());
+                input.consume(used);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => session.handle_timeout(),
+            Err(_) => session.handle_closed(),
+        }
+    }
+    drain_events(&engine, &dest, &mut session, &mut inflight, &info);
+    settle_leftovers(&engine, &dest, &mut inflight, &info);
+}
+
+fn apply(
+    engine: &Rc<Engine>,
+    dest: &Rc<Dest>,
+    inflight: &mut [(u64, Vec<Rcpt>)],
+    txn: u64,
+    idx: usize,
+    outcome: &Outcome,
+    info: &ConnInfo,
+) {
+    let Some((_, batch)) = inflight.iter_mut().find(|(id, _)| *id == txn) else {
+        return;
+    };
+    if let Some(slot) = batch.get_mut(idx) {
+        // Mark the slot as settled by taking its message out of it: a
+        // recipient left in `inflight` at the end is one never settled.
+        let rcpt = Rcpt {
+            msg: slot.msg.clone(),
+            addr: std::mem::replace(&mut slot.addr, Arc::from("")),
+            attempts: slot.attempts,
+        };
+        engine.outcome(dest, rcpt, outcome, info);
+    }
+}
+
+fn drain_events(
+    engine: &Rc<Engine>,
+    dest: &Rc<Dest>,
+    session: &mut ClientSession,
+    inflight: &mut Vec<(u64, Vec<Rcpt>)>,
+    info: &ConnInfo,
+) {
+    while let Some(ev) = session.poll_event() {
+        match ev {
+            ClientEvent::RcptOutcome { txn, rcpt, outcome } => {
+                apply(engine, dest, inflight, txn, rcpt, &outcome, info)
+            }
+            ClientEvent::TxnDone { txn } => inflight.retain(|(id, _)| *id != txn),
+            _ => {}
+        }
+    }
+}
+
+/// Safety net: a recipient the session never settled is deferred, never lost.
+fn settle_leftovers(
+    engine: &Rc<Engine>,
+    dest: &Rc<Dest>,
+    inflight: &mut Vec<(u64, Vec<Rcpt>)>,
+    info: &ConnInfo,
+) {
+    let reply = Arc::new(Reply::new(
+        451,
+        Some((4, 4, 2)),
+        "connection ended before an outcome",
+    ));
+    for (_, batch) in inflight.drain(..) {
+        for r in batch {
+            if !r.addr.is_empty() {
+                debug_assert!(false, "recipient without an outcome");
+                engine.outcome(dest, r, &Outcome::Deferred(reply.clone()), info);
+            }
+        }
+    }
+}
+
+async fn start_tls(
+    engine: &Engine,
+    stream: Stream,
+    mx: Option<&str>,
+) -> Option<(Stream, &'static str, String)> {
+    let config = engine.tls.clone()?;
+    let Stream::Plain(tcp) = stream else {
+        return None;
+    };
+    let name = mx
+        .and_then(|m| rustls::pki_types::ServerName::try_from(m.to_string()).ok())
+        .or_else(|| rustls::pki_types::ServerName::try_from("localhost").ok())?;
+    let _ = tcp.set_read_timeout(Some(engine.client.timeouts.other));
+    let tls = futures_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    let (_, conn) = tls.get_ref();
+    let version = crate::tls::version_name(conn.protocol_version());
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .map(|c| format!("{:?}", c.suite()))
+        .unwrap_or_default();
+    Some((Stream::Tls(Box::new(tls)), version, cipher))
+}

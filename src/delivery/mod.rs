@@ -1,0 +1,18 @@
+//! Outbound delivery: each shard delivers the recipients of the domains it
+//! owns over cached, pipelined SMTP connections.
+//!
+//! - [`queue`]: messages and per-recipient records (bodies shared, never copied);
+//! - [`engine`]: destinations, connection spawning, outcomes, retries, DSNs;
+//! - [`connection`]: the thin IO driver around the sans-IO SMTP client;
+//! - [`retry`], [`dsn`], [`log`], [`tls`]: schedules, RFC 3464 reports, the
+//!   JSON-lines delivery log, outbound TLS.
+
+pub mod connection;
+pub mod dsn;
+pub mod engine;
+pub mod log;
+pub mod queue;
+pub mod retry;
+pub mod tls;
+
+pub use engine::{DeliveryCounters, Engine, EngineSettings};

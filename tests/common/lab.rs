@@ -1,0 +1,149 @@
+//! A simulated Internet on loopback for delivery tests: the bench DNS stub
+//! and SMTP sink, in-process on a tokio runtime, and a sluice daemon whose
+//! resolver and MX port point at them.
+#![allow(dead_code)]
+
+use super::Daemon;
+use sluice_bench::dns::{self, DnsOptions, DnsServer, Zone};
+use sluice_bench::sink::{Profile, Sink, SinkHandle, SinkOptions, SinkReport};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// DNS stub + sink + sluice.
+pub struct Lab {
+    pub rt: tokio::runtime::Runtime,
+    pub dns: Option<DnsServer>,
+    pub sink: SinkHandle,
+    pub sink_addr: SocketAddr,
+    stop_sink: Option<tokio::sync::oneshot::Sender<()>>,
+    pub sluice: Option<Daemon>,
+}
+
+/// Records every lab zone has: the sink's MX host and the sender's domain.
+pub const BASE_ZONE: &str = r#"
+[[record]]
+name = "mx.lab.test"
+type = "A"
+data = "127.0.0.1"
+[[record]]
+name = "sender.test"
+type = "MX"
+data = "10 mx.lab.test"
+"#;
+
+impl Lab {
+    /// Starts the stub with `BASE_ZONE` + `zone`, the sink with `profile`,
+    /// and sluice with `config` (plus the lab's DNS and port settings).
+    pub fn start(zone: &str, profile: &str, config: &str) -> Lab {
+        Self::start_with_port(zone, profile, config, None)
+    }
+
+    /// Like [`start`], but MX deliveries go to `smtp_port` (another
+    /// receiver, such as Postfix or aiosmtpd) instead of the sink.
+    pub fn start_with_port(zone: &str, profile: &str, config: &str, smtp_port: Option<u16>) -> Lab {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let zone = Zone::from_toml_str(&format!("{BASE_ZONE}\n{zone}")).unwrap();
+        let dns = rt
+            .block_on(dns::start(DnsOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                domains: 0,
+                zone: Some(zone),
+                ..DnsOptions::default()
+            }))
+            .unwrap();
+        let mut opts = SinkOptions::new("127.0.0.1:0".parse().unwrap());
+        opts.profile = Profile::from_toml_str(profile).unwrap();
+        let sink = rt.block_on(Sink::bind(opts)).unwrap();
+        let sink_addr = sink.local_addr().unwrap();
+        let handle = sink.handle();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        rt.spawn(async move {
+            let _ = sink
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        let cfg = format!(
+            "route = \"deliver\"\n{config}\n[dns]\nnameservers = [\"{}\"]\nsmtp_port = {}\n",
+            dns.local_addr(),
+            smtp_port.unwrap_or(sink_addr.port())
+        );
+        let sluice = Daemon::start(&cfg);
+        Lab {
+            rt,
+            dns: Some(dns),
+            sink: handle,
+            sink_addr,
+            stop_sink: Some(tx),
+            sluice: Some(sluice),
+        }
+    }
+
+    pub fn sluice(&self) -> &Daemon {
+        self.sluice.as_ref().unwrap()
+    }
+
+    /// Waits (up to 60 s) until `pred` holds for the sink's counters.
+    pub fn wait_sink(&self, what: &str, pred: impl Fn(&SinkReport) -> bool) -> SinkReport {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self.sink.snapshot();
+            if pred(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; sink: {r:#?}\nsluice:\n{}",
+                self.sluice().log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until sluice's delivery log has `n` lines containing all of `needles`.
+    pub fn wait_log(&self, needles: &[&str], n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let lines = self.log_lines(needles);
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {n} log lines with {needles:?}; have:\n{}",
+                self.log_lines(&[]).join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Delivery-log lines (all shards) containing all of `needles`.
+    pub fn log_lines(&self, needles: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..8 {
+            let p = self.sluice().path(&format!("delivery-{i}.jsonl"));
+            if let Ok(text) = std::fs::read_to_string(p) {
+                out.extend(
+                    text.lines()
+                        .filter(|l| needles.iter().all(|n| l.contains(n)))
+                        .map(str::to_string),
+                );
+            }
+        }
+        out
+    }
+
+    /// Stops sluice and returns its summary line's numbers.
+    pub fn stop(mut self) -> super::Stopped {
+        let s = self.sluice.take().unwrap().stop();
+        if let Some(tx) = self.stop_sink.take() {
+            let _ = tx.send(());
+        }
+        s
+    }
+}
