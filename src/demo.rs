@@ -1,28 +1,15 @@
-//! `sluice demo`: the daemon on an embedded configuration, driven by the
-//! bench injector in the same process, with a summary at the end.
+//! `sluice demo`: sluice on a built-in configuration relaying to a
+//! simulated Internet, with live progress and a summary table.
 //!
-//! It shows what this build does end to end: SMTP intake on every core,
-//! recipients split by owning shard, backpressure. Accepted mail goes to the
-//! interim `discard` route until the delivery engine exists; the demo says
-//! so rather than pretending to deliver.
+//! The scenario is `bench/scenarios/demo.toml`, compiled in: the bench DNS
+//! stub and sink run in this process, and sluice itself runs as a child
+//! process (this same executable, `sluice serve`) with the configuration
+//! the scenario generates, exactly as `sluice-bench run` would start it.
 
-use crate::config::Config;
-use sluice_bench::inject::{self, InjectOptions, Stop};
-use std::path::Path;
+use sluice_bench::run::{self, RunSettings, Scenario};
 
-/// The embedded configuration: loopback only, an ephemeral port.
-pub const DEMO_CONFIG: &str = r#"
-hostname = "demo.sluice.test"
-ack = "memory"
-route = "discard"
-
-[smtp]
-listen = ["127.0.0.1:0"]
-relay_networks = ["127.0.0.1/32"]
-
-[log]
-level = "warn"
-"#;
+/// The embedded scenario.
+pub const DEMO_SCENARIO: &str = include_str!("../bench/scenarios/demo.toml");
 
 /// Demo parameters.
 #[derive(Debug, Clone, Copy)]
@@ -35,43 +22,36 @@ pub struct DemoOptions {
     pub domains: usize,
 }
 
-/// Runs the demo and returns the text of its summary, or why it failed.
+/// Runs the demo and returns its summary table, or why it failed.
 pub fn run(opts: DemoOptions) -> Result<String, String> {
-    let config = Config::parse(DEMO_CONFIG, Path::new("<embedded demo config>"))
+    let mut scenario = Scenario::from_toml_str(DEMO_SCENARIO).map_err(|e| e.to_string())?;
+    scenario.inject.messages = Some(opts.messages);
+    scenario.inject.duration_secs = None;
+    scenario.inject.connections = opts.connections;
+    scenario.inject.domains = opts.domains;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let settings = RunSettings {
+        scenario_dir: std::path::PathBuf::from("."),
+        sut_binary: Some(exe),
+        keep: false,
+        progress: true,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let report = runtime
+        .block_on(run::execute(&scenario, &settings))
         .map_err(|e| e.to_string())?;
-    let running = crate::runtime::start(config, None)?;
-    let addr = *running
-        .listen_addrs()
-        .first()
-        .ok_or("the demo configuration has no listener")?;
-    eprintln!(
-        "sluice demo: sluice listening on {addr}; injecting {} messages over {} connections to {} domains",
-        opts.messages, opts.connections, opts.domains
-    );
-    let mut inj = InjectOptions::new(addr);
-    inj.stop = Stop::Messages(opts.messages);
-    inj.connections = opts.connections;
-    inj.domains = opts.domains;
-    inj.zipf = Some(1.0);
-    inj.progress = true;
-    let report = inject::run_blocking(inj);
-    running.stop();
-    let summary = running.wait()?;
-    let report = report.map_err(|e| format!("injector: {e}"))?;
-
     let mut out = report.render_table();
-    out.push_str(&format!(
-        "\nsluice: accepted {} recipients in {} shard envelopes (route: discard — the delivery engine is not built yet)\n",
-        summary.recipients, summary.envelopes
-    ));
-    if summary.recipients != report.accepted_recipients {
-        return Err(format!(
-            "{out}\nMISMATCH: the injector saw {} recipients accepted, sluice counted {}",
-            report.accepted_recipients, summary.recipients
-        ));
+    if report.clean() {
+        out.push_str("check: every acknowledged recipient was delivered or bounced exactly once\n");
+        Ok(out)
+    } else {
+        Err(format!(
+            "{out}\nthe run was not clean: missing {} duplicates {}",
+            report.missing, report.duplicates
+        ))
     }
-    out.push_str(
-        "check: every recipient acknowledged to the injector was counted by its owning shard\n",
-    );
-    Ok(out)
 }
