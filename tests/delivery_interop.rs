@@ -4,10 +4,11 @@
 
 mod common;
 use common::lab::Lab;
+use common::postfix::{free_port, Postfix};
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ZONE: &str = r#"
 [[record]]
@@ -32,58 +33,17 @@ fn send(d: &Daemon, n: usize) {
     expect(&c.cmd("QUIT"), "221");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn postfix_receives_what_sluice_delivers() {
-    let base = tempfile::Builder::new()
-        .prefix("sluice-pfx-rx")
-        .tempdir_in("/tmp")
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let pdir = base.path().join("rx");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/postfix-relay.sh");
-    let port = free_port();
-    let (ok, out) = run(Command::new("bash")
-        .arg(script)
-        .arg("receive")
-        .arg(&pdir)
-        .arg(port.to_string()));
-    assert!(ok, "postfix did not start:\n{out}");
-    struct Stop(std::path::PathBuf, &'static str);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("bash")
-                .arg(self.1)
-                .arg("stop")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _stop = Stop(pdir.clone(), script);
+    let pfx = Postfix::start(None);
+    let port = pfx.port;
     // Postfix offers PIPELINING but no CHUNKING: sluice pipelines MAIL/RCPT/DATA.
     let lab = Lab::start_with_port(ZONE, "", "[delivery]\nidle_timeout = \"1s\"\n", Some(port));
     send(lab.sluice(), 200);
     let delivered = lab.wait_log(&["\"event\":\"delivered\""], 200);
     assert_eq!(delivered.len(), 200);
     // Postfix logs asynchronously; wait for its count to reach ours.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut count;
-    loop {
-        let (_, c) = run(Command::new("bash").arg(script).arg("count").arg(&pdir));
-        count = c.trim().to_string();
-        if count.starts_with("sent=200 ") || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let count = pfx.wait_sent(200, Duration::from_secs(60));
     assert!(
         count.starts_with("sent=200 deferred=0 bounced=0"),
         "postfix: {count}"

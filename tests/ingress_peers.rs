@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn swaks(d: &Daemon, extra: &[&str]) -> (bool, String) {
     run(Command::new("swaks")
@@ -267,44 +267,11 @@ fn tls_garbage_closes_the_session_without_harm() {
     d.stop();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn postfix_relays_1000_messages_into_sluice() {
     let d = Daemon::start("");
-    let base = tempfile::Builder::new()
-        .prefix("sluice-pfx")
-        .tempdir_in("/tmp")
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let pdir = base.path().join("relay");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/postfix-relay.sh");
-    let pport = free_port();
-    let (ok, out) = run(Command::new("bash")
-        .arg(script)
-        .args(["relay"])
-        .arg(&pdir)
-        .arg(pport.to_string())
-        .arg(format!("127.0.0.1:{}", d.port())));
-    assert!(ok, "postfix did not start:\n{out}");
-    struct Stop(std::path::PathBuf, &'static str);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("bash")
-                .arg(self.1)
-                .arg("stop")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _stop = Stop(pdir.clone(), script);
+    let pfx = common::postfix::Postfix::start(Some(&format!("127.0.0.1:{}", d.port())));
+    let pport = pfx.port;
     // smtp-source: 1000 messages, 10 sessions, into Postfix.
     let (ok, out) = run(Command::new("smtp-source")
         .args([
@@ -322,16 +289,7 @@ fn postfix_relays_1000_messages_into_sluice() {
         .arg(format!("127.0.0.1:{pport}")));
     assert!(ok, "smtp-source failed:\n{out}");
     // Postfix delivers asynchronously: wait for its log to show all 1000.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut count;
-    loop {
-        let (_, c) = run(Command::new("bash").arg(script).arg("count").arg(&pdir));
-        count = c.trim().to_string();
-        if count.starts_with("sent=1000 ") || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let count = pfx.wait_sent(1000, Duration::from_secs(180));
     assert!(
         count.starts_with("sent=1000 deferred=0 bounced=0"),
         "postfix count: {count}"
