@@ -236,9 +236,16 @@ fn service_closing_421_mid_pipeline_is_retried_without_loss() {
     let profile = "[default]\nmax_messages_per_connection = 2\n";
     let lab = Lab::start(ZONE, profile, FAST_RETRY);
     send(lab.sluice(), "a@sender.test", &["p@d1.test"], 10);
-    let r = lab.wait_sink("all 10 despite 421s", |r| r.recipients_accepted == 10);
+    let r = lab.wait_sink("all 10 despite 421s", |r| {
+        r.recipients_accepted >= 10 && r.recipients_accepted - r.duplicates == 10
+    });
     assert!(r.rejected_max_messages > 0, "{r:#?}");
-    assert_eq!(r.duplicates, 0);
+    // Nothing is lost. A duplicate is possible and bounded: the sink closes
+    // right after its 421 with our next pipelined transactions unread, so
+    // the kernel may reset the connection and discard its earlier 250 before
+    // we read it; that transaction is then retried. At most the pipelining
+    // window minus one per 421.
+    assert!(r.duplicates <= 3 * r.rejected_max_messages, "{r:#?}");
     let deferred = lab.log_lines(&["\"event\":\"deferred\"", "\"code\":421"]);
     assert!(!deferred.is_empty());
     lab.stop();
