@@ -80,6 +80,7 @@ fn committed_scenarios_parse() {
         names,
         [
             "crash",
+            "demo",
             "fanout",
             "hung",
             "relay-1k",
