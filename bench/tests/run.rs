@@ -51,7 +51,7 @@ fn keys_of_another_kind_and_bad_values_are_rejected() {
     assert!(e.contains("sut.ready_line") && e.contains("sluice"), "{e}");
     let e = parse_err("[sut]\nkind = \"sluice\"\n");
     assert!(e.contains("sut.config"), "{e}");
-    let e = parse_err("[sut]\nkind = \"external\"\naddress = \"10.0.0.1:25\"\n");
+    let e = parse_err("[sut]\nkind = \"external\"\naddress = \"192.0.2.1:25\"\n");
     assert!(e.contains("non-loopback"), "{e}");
     let e = parse_err(&format!("{MINIMAL}[crash]\nafter_secs = 1\n"));
     assert!(e.contains("[crash]"), "{e}");
