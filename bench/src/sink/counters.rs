@@ -204,7 +204,43 @@ impl Stats {
     }
 
     pub(crate) fn snapshot(&self) -> SinkReport {
-        let domains = lock(&self.domains)
+        // Totals first: a session bumps its domain counters before the
+        // totals (with Release), so a reader that sees a total also sees the
+        // per-domain counts behind it and the report never shows a domain
+        // lagging the total.
+        let mut report = SinkReport {
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            connections: self.connections.load(Relaxed),
+            active_connections: self.active.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            hung: self.hung.load(Relaxed),
+            dropped_mid_data: self.dropped_mid_data.load(Relaxed),
+            rejected_concurrency: self.rejected_concurrency.load(Relaxed),
+            rejected_max_messages: self.rejected_max_messages.load(Relaxed),
+            messages_accepted: self.messages_accepted.load(Relaxed),
+            recipients_accepted: self
+                .recipients_accepted
+                .load(std::sync::atomic::Ordering::Acquire),
+            tempfailed: self.tempfailed.load(Relaxed),
+            permfailed: self.permfailed.load(Relaxed),
+            greylisted: self.greylisted.load(Relaxed),
+            rate_limited: self.rate_limited.load(Relaxed),
+            suspended: self.suspended.load(Relaxed),
+            duplicates: self.duplicates.load(Relaxed),
+            last_accepted_secs: self
+                .last_accepted_at()
+                .map(|t| t.duration_since(self.started).as_secs_f64()),
+            data_transactions: self.data_transactions.load(Relaxed),
+            bdat_transactions: self.bdat_transactions.load(Relaxed),
+            tls_sessions: self.tls_sessions.load(Relaxed),
+            auth_sessions: self.auth_sessions.load(Relaxed),
+            pipelined_commands: self.pipelined_commands.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+            peak_rate: self.rate.peak(),
+            peak_connections_per_ip: self.per_ip.peaks(),
+            domains: BTreeMap::new(),
+        };
+        report.domains = lock(&self.domains)
             .iter()
             .map(|(name, d)| {
                 (
@@ -225,36 +261,7 @@ impl Stats {
                 )
             })
             .collect();
-        SinkReport {
-            uptime_secs: self.started.elapsed().as_secs_f64(),
-            connections: self.connections.load(Relaxed),
-            active_connections: self.active.load(Relaxed),
-            refused: self.refused.load(Relaxed),
-            hung: self.hung.load(Relaxed),
-            dropped_mid_data: self.dropped_mid_data.load(Relaxed),
-            rejected_concurrency: self.rejected_concurrency.load(Relaxed),
-            rejected_max_messages: self.rejected_max_messages.load(Relaxed),
-            messages_accepted: self.messages_accepted.load(Relaxed),
-            recipients_accepted: self.recipients_accepted.load(Relaxed),
-            tempfailed: self.tempfailed.load(Relaxed),
-            permfailed: self.permfailed.load(Relaxed),
-            greylisted: self.greylisted.load(Relaxed),
-            rate_limited: self.rate_limited.load(Relaxed),
-            suspended: self.suspended.load(Relaxed),
-            duplicates: self.duplicates.load(Relaxed),
-            last_accepted_secs: self
-                .last_accepted_at()
-                .map(|t| t.duration_since(self.started).as_secs_f64()),
-            data_transactions: self.data_transactions.load(Relaxed),
-            bdat_transactions: self.bdat_transactions.load(Relaxed),
-            tls_sessions: self.tls_sessions.load(Relaxed),
-            auth_sessions: self.auth_sessions.load(Relaxed),
-            pipelined_commands: self.pipelined_commands.load(Relaxed),
-            protocol_errors: self.protocol_errors.load(Relaxed),
-            peak_rate: self.rate.peak(),
-            peak_connections_per_ip: self.per_ip.peaks(),
-            domains,
-        }
+        report
     }
 }
 

@@ -812,9 +812,10 @@ impl Session {
         }
         stats.mark_accept();
         stats.messages_accepted.fetch_add(1, Relaxed);
-        stats
-            .recipients_accepted
-            .fetch_add(self.txn.rcpts.len() as u64, Relaxed);
+        stats.recipients_accepted.fetch_add(
+            self.txn.rcpts.len() as u64,
+            std::sync::atomic::Ordering::Release,
+        );
         stats.rate.record(second);
         match method {
             Method::Data => stats.data_transactions.fetch_add(1, Relaxed),
