@@ -4,8 +4,7 @@
 //! delivered, next MX, DNS failures, dropped connections, 421s, expiry).
 
 mod common;
-use common::lab::Lab;
-use common::*;
+use common::lab::{send, Lab};
 
 const ZONE: &str = r#"
 [[record]]
@@ -54,27 +53,6 @@ mode = "drop_mid_data"
 "#;
 
 const FAST_RETRY: &str = "[delivery]\nidle_timeout = \"1s\"\nretry = { intervals = [\"1s\"] }\n";
-
-fn send(d: &Daemon, from: &str, rcpts: &[&str], n: usize) {
-    let mut c = Client::connect(d.addr);
-    expect(&c.reply(), "220");
-    expect(&c.cmd("EHLO client.test"), "250");
-    for i in 0..n {
-        expect(&c.cmd(&format!("MAIL FROM:<{from}>")), "250");
-        for r in rcpts {
-            expect(&c.cmd(&format!("RCPT TO:<{r}>")), "250");
-        }
-        expect(&c.cmd("DATA"), "354");
-        expect(
-            &c.cmd(&format!(
-                "Message-ID: <m{i}.{}@client.test>\r\nSubject: t{i}\r\n\r\nbody {i}\r\n.",
-                rcpts.len()
-            )),
-            "250 2.0.0",
-        );
-    }
-    expect(&c.cmd("QUIT"), "221");
-}
 
 #[test]
 fn delivers_every_recipient_through_the_mx_and_logs_it() {

@@ -51,12 +51,15 @@ impl Config {
                      use ack = \"memory\" (the default) until it lands"
                     .into(),
             )),
-            AckMode::Downstream => return Err((
-                "ack",
-                "ack = \"downstream\" needs the outbound delivery engine, which this build does \
-                     not have yet; use ack = \"memory\""
-                    .into(),
-            )),
+            AckMode::Downstream if self.route != Route::Deliver => {
+                return Err((
+                    "ack",
+                    "ack = \"downstream\" answers with the destinations' replies, so it needs \
+                     route = \"deliver\""
+                        .into(),
+                ))
+            }
+            AckMode::Downstream => {}
         }
         if self.smtp.listen.is_empty() {
             return Err(("listen", "at least one listen address is required".into()));
@@ -81,6 +84,17 @@ impl Config {
                 "max_connections_per_destination",
                 "must be at least 1".into(),
             ));
+        }
+        if self.delivery.max_connections == 0 {
+            return Err(("max_connections", "must be at least 1".into()));
+        }
+        if let Err(e) = crate::delivery::queues::Queues::new(
+            &self.delivery.queues,
+            &self
+                .delivery
+                .queue_defaults(&self.hostname, self.dns.smtp_port),
+        ) {
+            return Err(("queues", e));
         }
         if self.backpressure.channel_capacity == 0 {
             return Err(("channel_capacity", "must be at least 1".into()));

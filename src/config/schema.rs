@@ -275,8 +275,15 @@ pub enum OutboundTls {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
+    /// Outbound connections per shard (core), all destinations together;
+    /// when full, the least recently used idle connection is closed to make
+    /// room. Default 5000.
+    pub max_connections: usize,
     /// Connections per destination domain, per shard. Default 20.
     pub max_connections_per_destination: usize,
+    /// Connections per destination kept open while idle (beyond
+    /// `idle_timeout`). Default 0.
+    pub min_connections_per_destination: usize,
     /// Transactions carried by one connection before it is closed. Default 1000.
     pub max_messages_per_connection: usize,
     /// RCPTs per SMTP transaction. Default 100.
@@ -301,12 +308,21 @@ pub struct DeliveryConfig {
     pub log: bool,
     /// Rotate the delivery log at this size. Default 1 GiB.
     pub log_max_bytes: ByteSize,
+    /// Under `ack = "downstream"`: how long the client waits for the
+    /// destinations' answers before we accept the message ourselves.
+    /// Default 5 min (clients wait 10 min for the reply to DATA).
+    pub downstream_timeout: Seconds,
+    /// Specific queues, tried in order; every other domain is in the
+    /// general queue, which uses the values above.
+    pub queues: Vec<crate::delivery::queues::QueueConfig>,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
+            max_connections: 5000,
             max_connections_per_destination: 20,
+            min_connections_per_destination: 0,
             max_messages_per_connection: 1000,
             max_rcpt_per_txn: 100,
             max_pipelined_txns: 4,
@@ -319,6 +335,32 @@ impl Default for DeliveryConfig {
             retry: crate::delivery::retry::RetryConfig::default(),
             log: true,
             log_max_bytes: ByteSize(1 << 30),
+            downstream_timeout: Seconds(Duration::from_secs(300)),
+            queues: Vec::new(),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// The values the general queue uses and specific queues inherit.
+    pub fn queue_defaults(
+        &self,
+        hostname: &str,
+        smtp_port: u16,
+    ) -> crate::delivery::queues::QueueDefaults {
+        crate::delivery::queues::QueueDefaults {
+            ehlo_name: hostname.to_string(),
+            max_connections_per_destination: self.max_connections_per_destination,
+            min_connections_per_destination: self.min_connections_per_destination,
+            max_messages_per_connection: self.max_messages_per_connection,
+            max_rcpt_per_txn: self.max_rcpt_per_txn,
+            max_pipelined_txns: self.max_pipelined_txns,
+            prefer_bdat: self.prefer_bdat,
+            idle_timeout: self.idle_timeout.0,
+            message_expiry: self.message_expiry.0,
+            retry: self.retry.schedule(),
+            tls: self.tls,
+            smtp_port,
         }
     }
 }

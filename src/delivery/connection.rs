@@ -10,6 +10,7 @@
 
 use super::engine::{ConnInfo, Dest, Engine};
 use super::queue::Rcpt;
+use super::queues::Queue;
 use crate::readbuf::InputBuffer;
 use crate::smtp::client::{ClientEvent, ClientSession, Outcome, Recipient, Transaction};
 use crate::smtp::Reply;
@@ -53,35 +54,50 @@ impl Stream {
     }
 }
 
-/// Decrements the destination's active count when the task ends, and
-/// hands leftover work to a fresh connection.
-struct Active {
+/// A connection's claim on its destination, queue and shard budget,
+/// released when the task ends (and leftover work handed on).
+pub struct Slot {
     engine: Rc<Engine>,
     dest: Rc<Dest>,
+    queue: Rc<Queue>,
 }
 
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.dest
-            .active
-            .set(self.dest.active.get().saturating_sub(1));
-        self.engine.kick(&self.dest);
+impl Slot {
+    /// Wraps counts the engine has already raised.
+    pub(super) fn new(engine: Rc<Engine>, dest: Rc<Dest>, queue: Rc<Queue>) -> Slot {
+        Slot {
+            engine,
+            dest,
+            queue,
+        }
     }
 }
 
-/// Runs one connection for `dest` (its `active` count was already raised).
-pub async fn run(engine: Rc<Engine>, dest: Rc<Dest>) {
-    let _active = Active {
-        engine: engine.clone(),
-        dest: dest.clone(),
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.engine.connection_ended(&self.dest, &self.queue);
+    }
+}
+
+/// Runs one connection for its slot's destination.
+pub async fn run(slot: Slot) {
+    let engine = slot.engine.clone();
+    let dest = slot.dest.clone();
+    let resolved = match &dest.fallback {
+        Some(target) => engine.resolver.resolve_target(&dest.domain, target).await,
+        None => engine.resolver.resolve_route(&dest.domain).await,
     };
-    let route = match engine.resolver.resolve_route(&dest.domain).await {
+    let route = match resolved {
         Ok(r) => r,
         Err(e) => {
             engine.fail_dest(&dest, &e);
             return;
         }
     };
+    engine.place_by_mx(&dest, &route);
+    // Limits and client settings of the queue the destination is in now.
+    let queue = dest.queue();
+    let client = queue.client.clone();
     let mut info = ConnInfo::default();
     let mut stream = None;
     let mut errors = Vec::new();
@@ -113,21 +129,22 @@ pub async fn run(engine: Rc<Engine>, dest: Rc<Dest>) {
     let _ = stream.tcp().set_nodelay(true);
     let _ = stream
         .tcp()
-        .set_write_timeout(Some(engine.client.timeouts.data_block));
+        .set_write_timeout(Some(client.timeouts.data_block));
 
-    let mut session = ClientSession::new(engine.client.clone());
+    let mut session = ClientSession::new(client.clone());
     let mut inflight: Vec<(u64, Vec<Rcpt>)> = Vec::new();
     let mut input = InputBuffer::new(4096, 64 * 1024);
     let mut out = Vec::with_capacity(4096);
     let mut sent = 0usize;
-    let window = engine.client.max_pipelined_txns.max(1);
-    let max_rcpt = engine.client.max_rcpt_per_txn.max(1);
+    let window = client.max_pipelined_txns.max(1);
+    let max_rcpt = client.max_rcpt_per_txn.max(1);
+    let max_messages = queue.max_messages_per_connection.max(1);
     let mut closed = false;
 
     while !closed {
         // Fill the window from the destination's queue.
-        while inflight.len() < window && sent < engine.settings.max_messages_per_connection {
-            let batch = dest.queue.borrow_mut().take_transaction(max_rcpt);
+        while inflight.len() < window && sent < max_messages {
+            let batch = dest.waiting.borrow_mut().take_transaction(max_rcpt);
             let Some(first) = batch.first() else { break };
             let id = engine.next_txn.get();
             engine.next_txn.set(id + 1);
@@ -180,7 +197,9 @@ pub async fn run(engine: Rc<Engine>, dest: Rc<Dest>) {
                 ClientEvent::Ready => {}
                 ClientEvent::StartTls => {
                     input.clear();
-                    match start_tls(&engine, stream, info.mx.as_deref()).await {
+                    match start_tls(&engine, stream, info.mx.as_deref(), client.timeouts.other)
+                        .await
+                    {
                         Some((s, version, cipher)) => {
                             stream = s;
                             info.tls = Some(version);
@@ -215,33 +234,14 @@ pub async fn run(engine: Rc<Engine>, dest: Rc<Dest>) {
         }
 
         if inflight.is_empty() && session.is_ready() {
-            if sent >= engine.settings.max_messages_per_connection {
+            if sent >= max_messages {
                 session.quit();
                 continue;
             }
-            if dest.queue.borrow().is_empty() {
-                // Idle: wait for work, or give the connection up.
-                dest.idle.set(dest.idle.get() + 1);
-                let listener = dest.work.listen();
-                let got_work = if dest.queue.borrow().is_empty() {
-                    let idle = engine.settings.idle_timeout;
-                    futures_lite::future::or(
-                        async {
-                            listener.await;
-                            true
-                        },
-                        async {
-                            glommio::timer::sleep(idle).await;
-                            false
-                        },
-                    )
-                    .await
-                } else {
-                    true
-                };
-                dest.idle.set(dest.idle.get().saturating_sub(1));
-                if !got_work && dest.queue.borrow().is_empty() {
-                    session.quit();
+            if dest.waiting.borrow().is_empty() {
+                match wait_for_work(&engine, &dest, &queue).await {
+                    Idle::Work => {}
+                    Idle::TimedOut | Idle::Evicted => session.quit(),
                 }
             }
             continue;
@@ -268,6 +268,57 @@ pub async fn run(engine: Rc<Engine>, dest: Rc<Dest>) {
     }
     drain_events(&engine, &dest, &mut session, &mut inflight, &info);
     settle_leftovers(&engine, &dest, &mut inflight, &info);
+}
+
+enum Idle {
+    Work,
+    TimedOut,
+    Evicted,
+}
+
+/// Parks an idle connection until work arrives, its idle timeout passes
+/// (never while the destination is at or under its minimum), or the shard
+/// evicts it to make room for another destination.
+async fn wait_for_work(engine: &Engine, dest: &Dest, queue: &Rc<Queue>) -> Idle {
+    dest.idle.set(dest.idle.get() + 1);
+    let ticket = engine.went_idle(queue);
+    let evicted = ticket.wake.listen();
+    let work = dest.work.listen();
+    let keep = dest.active.get() <= queue.min_connections_per_destination;
+    let outcome = if !dest.waiting.borrow().is_empty() {
+        Idle::Work
+    } else {
+        let idle = queue.idle_timeout;
+        futures_lite::future::or(
+            futures_lite::future::or(
+                async {
+                    work.await;
+                    Idle::Work
+                },
+                async {
+                    evicted.await;
+                    Idle::Evicted
+                },
+            ),
+            async {
+                if keep {
+                    std::future::pending::<()>().await;
+                }
+                glommio::timer::sleep(idle).await;
+                Idle::TimedOut
+            },
+        )
+        .await
+    };
+    dest.idle.set(dest.idle.get().saturating_sub(1));
+    // Eviction wins every race: another destination waits for this slot.
+    if ticket.evicted.replace(true) {
+        return Idle::Evicted;
+    }
+    match outcome {
+        Idle::TimedOut if !dest.waiting.borrow().is_empty() => Idle::Work,
+        o => o,
+    }
 }
 
 fn apply(
@@ -338,6 +389,7 @@ async fn start_tls(
     engine: &Engine,
     stream: Stream,
     mx: Option<&str>,
+    timeout: Duration,
 ) -> Option<(Stream, &'static str, String)> {
     let config = engine.tls.clone()?;
     let Stream::Plain(tcp) = stream else {
@@ -346,7 +398,7 @@ async fn start_tls(
     let name = mx
         .and_then(|m| rustls::pki_types::ServerName::try_from(m.to_string()).ok())
         .or_else(|| rustls::pki_types::ServerName::try_from("localhost").ok())?;
-    let _ = tcp.set_read_timeout(Some(engine.client.timeouts.other));
+    let _ = tcp.set_read_timeout(Some(timeout));
     let tls = futures_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await

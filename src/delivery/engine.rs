@@ -6,24 +6,32 @@
 //! across an `.await`.
 //!
 //! Scheduling is by tasks, not by a central loop: each destination has up
-//! to `max_connections_per_destination` connection tasks, each pulling
-//! transactions from the destination's queue. glommio runs ready tasks
-//! round-robin, so every destination with work gets turns and one slow or
-//! hung receiver only ties up its own connections (no head-of-line
-//! blocking). Deferred recipients wait in a timer heap served by one task.
+//! to its queue's `max_connections_per_destination` connection tasks, each
+//! pulling transactions from the destination's recipients. glommio runs
+//! ready tasks round-robin, so every destination with work gets turns and
+//! one slow or hung receiver only ties up its own connections (no
+//! head-of-line blocking). Deferred recipients wait in a timer heap served
+//! by one task.
+//!
+//! Connections are bounded three ways: per destination and per queue (see
+//! [`super::queues`]) and by the shard's connection budget. When the budget
+//! is full, a destination that needs a connection closes the least recently
+//! used idle one; when none is idle it waits its turn in a FIFO that every
+//! closing connection serves.
 
 use super::log::{DeliveryLog, Entry};
 use super::queue::{Msg, Rcpt, RcptQueue};
-use super::retry::RetrySchedule;
-use crate::dns::{ResolveError, Resolver};
+use super::queues::{Queue, Queues};
+use crate::dns::{Destination, ResolveError, Resolver, RouteTarget};
+use crate::shard::ack::{Decision, FirstOutcome};
 use crate::shard::{Backlog, Envelope, ShardLoad};
-use crate::smtp::client::{ClientConfig, Outcome};
+use crate::smtp::client::Outcome;
 use crate::smtp::Reply;
 use event_listener::Event;
 use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
-use std::rc::Rc;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,18 +40,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub struct EngineSettings {
     /// Our host name (DSNs).
     pub hostname: String,
-    /// Connection tasks per destination.
-    pub max_connections_per_destination: usize,
-    /// Transactions per connection before it is recycled.
-    pub max_messages_per_connection: usize,
-    /// Close an idle connection after this long.
-    pub idle_timeout: Duration,
+    /// Outbound connections this shard may hold open at once.
+    pub max_connections: usize,
     /// TCP connect timeout per address.
     pub connect_timeout: Duration,
-    /// How long a message may stay deferred before it bounces.
-    pub message_expiry: Duration,
-    /// Retry schedule.
-    pub retry: RetrySchedule,
     /// Whether to verify server certificates on STARTTLS.
     pub tls_verify: bool,
 }
@@ -63,16 +63,66 @@ pub struct DeliveryCounters {
     pub dsns: u64,
     /// Outbound connections opened.
     pub connections: u64,
+    /// Idle connections closed to make room under the shard budget.
+    pub evicted: u64,
+    /// Recipients dropped because the client was told 4xx/5xx (`ack = "downstream"`).
+    pub returned: u64,
 }
 
-/// One destination domain of this shard.
+/// One destination of this shard: a domain, or a queue's fallback route.
 pub struct Dest {
-    /// The domain (lower case).
+    /// The domain (lower case), or `fallback:<queue>`.
     pub domain: Rc<str>,
-    pub(super) queue: RefCell<RcptQueue>,
+    /// The queue whose limits apply.
+    pub(super) queue: RefCell<Rc<Queue>>,
+    /// Whether MX patterns were checked against its hosts yet.
+    pub(super) mx_placed: Cell<bool>,
+    /// For a fallback destination: where it goes instead of MX lookup.
+    pub(super) fallback: Option<Rc<RouteTarget>>,
+    /// Recipients waiting for a connection.
+    pub(super) waiting: RefCell<RcptQueue>,
     pub(super) active: Cell<usize>,
     pub(super) idle: Cell<usize>,
     pub(super) work: Event,
+    starved: Cell<bool>,
+}
+
+impl Dest {
+    /// The queue whose limits apply now.
+    pub fn queue(&self) -> Rc<Queue> {
+        self.queue.borrow().clone()
+    }
+
+    /// Recipients waiting for a connection.
+    pub fn waiting(&self) -> usize {
+        self.waiting.borrow().len()
+    }
+
+    /// Connections open.
+    pub fn active(&self) -> usize {
+        self.active.get()
+    }
+}
+
+/// An idle connection's place in the LRU: the engine sets `evicted` and
+/// wakes it to take its budget slot.
+pub(super) struct IdleTicket {
+    pub(super) evicted: Cell<bool>,
+    pub(super) wake: Event,
+    queue: Rc<Queue>,
+}
+
+/// What [`Engine::kick`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kick {
+    /// Nothing needed (no work, an idle connection woken, enough running).
+    Done,
+    /// A new connection was started.
+    Started,
+    /// The destination or its queue is at its limit.
+    AtLimit,
+    /// The shard budget is full and nothing idle could be closed.
+    NoBudget,
 }
 
 struct RetryItem {
@@ -122,9 +172,12 @@ pub struct ConnInfo {
 /// The shard's delivery engine.
 pub struct Engine {
     pub(super) settings: EngineSettings,
-    pub(super) client: Arc<ClientConfig>,
+    queues: Queues,
     pub(super) resolver: Rc<Resolver>,
     dests: RefCell<HashMap<Rc<str>, Rc<Dest>>>,
+    conns: Cell<usize>,
+    idle_lru: RefCell<VecDeque<Weak<IdleTicket>>>,
+    starved: RefCell<VecDeque<Rc<Dest>>>,
     retry: RefCell<BinaryHeap<RetryItem>>,
     retry_seq: Cell<u64>,
     retry_wake: Event,
@@ -155,7 +208,7 @@ impl Engine {
     /// An engine for one shard.
     pub fn new(
         settings: EngineSettings,
-        client: Arc<ClientConfig>,
+        queues: Queues,
         resolver: Rc<Resolver>,
         log: Rc<DeliveryLog>,
         backlog: Rc<RefCell<Backlog>>,
@@ -164,9 +217,12 @@ impl Engine {
         let tls = super::tls::client_config(settings.tls_verify);
         Rc::new(Engine {
             settings,
-            client,
+            queues,
             resolver,
             dests: RefCell::new(HashMap::new()),
+            conns: Cell::new(0),
+            idle_lru: RefCell::new(VecDeque::new()),
+            starved: RefCell::new(VecDeque::new()),
             retry: RefCell::new(BinaryHeap::new()),
             retry_seq: Cell::new(0),
             retry_wake: Event::new(),
@@ -200,6 +256,21 @@ impl Engine {
         self.count(|c| c.connections += 1);
     }
 
+    /// Outbound connections open on this shard.
+    pub fn connections_open(&self) -> usize {
+        self.conns.get()
+    }
+
+    /// The shard's queues.
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    /// Every destination this shard has seen, in no particular order.
+    pub fn destinations(&self) -> Vec<Rc<Dest>> {
+        self.dests.borrow().values().cloned().collect()
+    }
+
     /// Takes an envelope for delivery: one record per recipient, queued at
     /// its destination, connections started as needed.
     pub fn intake(self: &Rc<Self>, env: Envelope) {
@@ -211,6 +282,7 @@ impl Engine {
             body: env.body,
             accepted_unix: unix_now(),
             pending: Cell::new(env.recipients.len() as u32),
+            ack: env.ack,
         });
         {
             let mut b = self.backlog.borrow_mut();
@@ -222,7 +294,7 @@ impl Engine {
         for addr in env.recipients {
             let domain = crate::shard::hash::domain_of(&addr).to_ascii_lowercase();
             let dest = self.dest(&domain);
-            dest.queue.borrow_mut().push(Rcpt {
+            dest.waiting.borrow_mut().push(Rcpt {
                 msg: msg.clone(),
                 addr: Arc::from(addr),
                 attempts: 0,
@@ -243,34 +315,189 @@ impl Engine {
         let name: Rc<str> = Rc::from(domain);
         let d = Rc::new(Dest {
             domain: name.clone(),
-            queue: RefCell::new(RcptQueue::default()),
+            queue: RefCell::new(self.queues.for_domain(domain)),
+            mx_placed: Cell::new(false),
+            fallback: None,
+            waiting: RefCell::new(RcptQueue::default()),
             active: Cell::new(0),
             idle: Cell::new(0),
             work: Event::new(),
+            starved: Cell::new(false),
         });
         self.dests.borrow_mut().insert(name, d.clone());
         d
     }
 
-    /// Makes sure someone works on `dest`'s queue: wake an idle connection,
-    /// or start another one while under the destination's limit and the
-    /// queue is deeper than the active connections can take in one turn.
-    pub(super) fn kick(self: &Rc<Self>, dest: &Rc<Dest>) {
-        let queued = dest.queue.borrow().len();
-        if queued == 0 {
+    /// The destination that carries `queue`'s fallback route.
+    fn fallback_dest(&self, queue: &Rc<Queue>, target: &Rc<RouteTarget>) -> Rc<Dest> {
+        let key = format!("fallback:{}", queue.name);
+        if let Some(d) = self.dests.borrow().get(key.as_str()) {
+            return d.clone();
+        }
+        let name: Rc<str> = Rc::from(key);
+        let d = Rc::new(Dest {
+            domain: name.clone(),
+            queue: RefCell::new(queue.clone()),
+            mx_placed: Cell::new(true),
+            fallback: Some(target.clone()),
+            waiting: RefCell::new(RcptQueue::default()),
+            active: Cell::new(0),
+            idle: Cell::new(0),
+            work: Event::new(),
+            starved: Cell::new(false),
+        });
+        self.dests.borrow_mut().insert(name, d.clone());
+        d
+    }
+
+    /// Moves a general-queue destination to the specific queue whose MX
+    /// pattern matches its hosts, once, after its first resolution.
+    pub(super) fn place_by_mx(&self, dest: &Dest, route: &Destination) {
+        if dest.mx_placed.replace(true) {
             return;
+        }
+        if let Some(q) = self.queues.for_mx(route) {
+            if Rc::ptr_eq(&dest.queue(), self.queues.general()) {
+                *dest.queue.borrow_mut() = q;
+            }
+        }
+    }
+
+    /// Makes sure someone works on `dest`'s recipients: wake an idle
+    /// connection, or start another one while under the limits and the
+    /// backlog is deeper than the active connections take in one turn.
+    pub(super) fn kick(self: &Rc<Self>, dest: &Rc<Dest>) -> Kick {
+        let queued = dest.waiting.borrow().len();
+        if queued == 0 {
+            return Kick::Done;
         }
         if dest.idle.get() > 0 {
             dest.work.notify(queued.min(dest.idle.get()));
-            return;
+            return Kick::Done;
         }
+        let queue = dest.queue();
         let active = dest.active.get();
-        let per_conn = self.client.max_rcpt_per_txn.max(1) * self.client.max_pipelined_txns.max(1);
-        if active < self.settings.max_connections_per_destination.max(1)
-            && (active == 0 || queued > active * per_conn)
-        {
-            dest.active.set(active + 1);
-            glommio::spawn_local(super::connection::run(self.clone(), dest.clone())).detach();
+        let per_conn =
+            queue.client.max_rcpt_per_txn.max(1) * queue.client.max_pipelined_txns.max(1);
+        if active > 0 && queued <= active * per_conn {
+            return Kick::Done;
+        }
+        if active >= queue.max_connections_per_destination {
+            return Kick::AtLimit;
+        }
+        // At the queue's or the shard's limit, a destination without any
+        // connection asks the least recently used idle one (of the queue,
+        // or of any queue) to close; it gets the slot when that one has
+        // gone (so the limits hold on the wire too), and waits in the FIFO
+        // either way. One eviction per waiting destination.
+        let queue_full = queue.active.get() >= queue.max_connections;
+        let budget_full = self.conns.get() >= self.settings.max_connections.max(1);
+        if queue_full || budget_full {
+            if active == 0 && !dest.starved.get() {
+                self.evict_idle(queue_full.then_some(&queue));
+                self.starve(dest);
+            }
+            return if budget_full {
+                Kick::NoBudget
+            } else {
+                Kick::AtLimit
+            };
+        }
+        dest.active.set(active + 1);
+        queue.active.set(queue.active.get() + 1);
+        self.conns.set(self.conns.get() + 1);
+        let slot = super::connection::Slot::new(self.clone(), dest.clone(), queue);
+        glommio::spawn_local(super::connection::run(slot)).detach();
+        Kick::Started
+    }
+
+    fn starve(&self, dest: &Rc<Dest>) {
+        if !dest.starved.replace(true) {
+            self.starved.borrow_mut().push_back(dest.clone());
+        }
+    }
+
+    /// Asks the least recently used idle connection (of `only` that queue,
+    /// when given) to close. False when none is idle.
+    fn evict_idle(&self, only: Option<&Rc<Queue>>) -> bool {
+        let mut lru = self.idle_lru.borrow_mut();
+        let mut i = 0;
+        while let Some(weak) = lru.get(i) {
+            let Some(ticket) = weak.upgrade() else {
+                lru.remove(i);
+                continue;
+            };
+            if ticket.evicted.get() || only.is_some_and(|q| !Rc::ptr_eq(q, &ticket.queue)) {
+                i += 1;
+                continue;
+            }
+            lru.remove(i);
+            ticket.evicted.set(true);
+            ticket.wake.notify(1);
+            drop(lru);
+            self.count(|c| c.evicted += 1);
+            return true;
+        }
+        false
+    }
+
+    /// Registers an idle connection at the back of the LRU.
+    pub(super) fn went_idle(&self, queue: &Rc<Queue>) -> Rc<IdleTicket> {
+        let t = Rc::new(IdleTicket {
+            evicted: Cell::new(false),
+            wake: Event::new(),
+            queue: queue.clone(),
+        });
+        let mut lru = self.idle_lru.borrow_mut();
+        // Tickets die when their connection stops idling; sweep them out
+        // now and then so the deque stays the size of the idle set.
+        if lru.len() > 64 && lru.len() > 2 * self.conns.get() {
+            lru.retain(|w| w.strong_count() > 0);
+        }
+        lru.push_back(Rc::downgrade(&t));
+        drop(lru);
+        // Someone already waits for a slot this connection could free:
+        // close it rather than idle.
+        if self.slot_wanted(queue) {
+            t.evicted.set(true);
+            self.count(|c| c.evicted += 1);
+        }
+        t
+    }
+
+    /// Whether a starved destination would get a connection if one of
+    /// `queue`'s connections closed.
+    fn slot_wanted(&self, queue: &Rc<Queue>) -> bool {
+        let starved = self.starved.borrow();
+        if starved.is_empty() {
+            return false;
+        }
+        if self.conns.get() >= self.settings.max_connections.max(1) {
+            return true;
+        }
+        starved
+            .iter()
+            .take(16)
+            .any(|d| Rc::ptr_eq(&d.queue(), queue))
+    }
+
+    /// A connection ended: release its counts and let waiting destinations
+    /// have the room.
+    pub(super) fn connection_ended(self: &Rc<Self>, dest: &Rc<Dest>, queue: &Queue) {
+        dest.active.set(dest.active.get().saturating_sub(1));
+        queue.active.set(queue.active.get().saturating_sub(1));
+        self.conns.set(self.conns.get().saturating_sub(1));
+        self.kick(dest);
+        // Serve starved destinations in arrival order until the budget is
+        // full again; ones still at their own limits go to the back.
+        let rounds = self.starved.borrow().len();
+        for _ in 0..rounds {
+            let next = self.starved.borrow_mut().pop_front();
+            let Some(d) = next else { break };
+            d.starved.set(false);
+            if self.kick(&d) == Kick::NoBudget {
+                break;
+            }
         }
     }
 
@@ -283,6 +510,16 @@ impl Engine {
         via: &ConnInfo,
     ) {
         rcpt.attempts += 1;
+        if rcpt.attempts == 1 {
+            if let Some(ack) = &rcpt.msg.ack {
+                let (kind, reply) = match outcome {
+                    Outcome::Delivered(r) => (FirstOutcome::Delivered, r),
+                    Outcome::Deferred(r) => (FirstOutcome::Deferred, r),
+                    Outcome::Bounced(r) => (FirstOutcome::Bounced, r),
+                };
+                ack.record(kind, reply);
+            }
+        }
         match outcome {
             Outcome::Delivered(r) => {
                 self.log_entry("delivered", dest, &rcpt, r, via);
@@ -300,8 +537,9 @@ impl Engine {
     }
 
     fn defer(self: &Rc<Self>, dest: &Rc<Dest>, rcpt: Rcpt, r: &Reply, via: &ConnInfo) {
+        let queue = dest.queue();
         let age = unix_now().saturating_sub(rcpt.msg.accepted_unix);
-        if age >= self.settings.message_expiry.as_secs() {
+        if age >= queue.message_expiry.as_secs() {
             let text = format!(
                 "message expired after {} attempts; last error: {} {}",
                 rcpt.attempts,
@@ -317,15 +555,27 @@ impl Engine {
         }
         self.log_entry("deferred", dest, &rcpt, r, via);
         self.count(|c| c.deferred += 1);
+        // After enough failures a queue's fallback route takes over, at once.
+        if let Some(fb) = queue.fallback.as_ref() {
+            if dest.fallback.is_none() && rcpt.attempts >= fb.after_attempts {
+                let to = self.fallback_dest(&queue, &fb.target);
+                self.schedule(to, rcpt, Instant::now());
+                return;
+            }
+        }
         let unit = f64::from(rand::random::<u16>()) / 65536.0;
-        let due = Instant::now() + self.settings.retry.delay(rcpt.attempts, unit);
+        let due = Instant::now() + queue.retry.delay(rcpt.attempts, unit);
+        self.schedule(dest.clone(), rcpt, due);
+    }
+
+    fn schedule(&self, dest: Rc<Dest>, rcpt: Rcpt, due: Instant) {
         let seq = self.retry_seq.get() + 1;
         self.retry_seq.set(seq);
         let earliest = self.retry.borrow().peek().map(|i| i.due);
         self.retry.borrow_mut().push(RetryItem {
             due,
             seq,
-            dest: dest.clone(),
+            dest,
             rcpt,
         });
         if earliest.map_or(true, |e| due < e) {
@@ -343,7 +593,7 @@ impl Engine {
         } else {
             Outcome::Deferred(Arc::new(reply))
         };
-        let all = dest.queue.borrow_mut().drain_all();
+        let all = dest.waiting.borrow_mut().drain_all();
         for r in all {
             self.outcome(dest, r, &outcome, &ConnInfo::default());
         }
@@ -352,7 +602,7 @@ impl Engine {
     /// Defers every queued recipient of `dest` (no connection possible).
     pub(super) fn defer_dest(self: &Rc<Self>, dest: &Rc<Dest>, reply: Reply) {
         let outcome = Outcome::Deferred(Arc::new(reply));
-        let all = dest.queue.borrow_mut().drain_all();
+        let all = dest.waiting.borrow_mut().drain_all();
         for r in all {
             self.outcome(dest, r, &outcome, &ConnInfo::default());
         }
@@ -400,6 +650,16 @@ impl Engine {
         let date = crate::smtp::date_now();
         let mut out = Vec::with_capacity(pending.len());
         for p in pending {
+            // Under `ack = "downstream"` the client may report the failure
+            // itself: wait for the decision, and report only what we kept.
+            match p.msg.ack.as_ref().map(|a| a.decision()) {
+                Some(Decision::Pending) => {
+                    self.dsns.borrow_mut().push(p);
+                    continue;
+                }
+                Some(Decision::Returned | Decision::Refused) => continue,
+                _ => {}
+            }
             let id = next_id();
             let failed = p
                 .failed
@@ -427,6 +687,7 @@ impl Engine {
                 body,
                 eight_bit: false,
                 smtputf8: false,
+                ack: None,
             });
         }
         self.count(|c| c.dsns += out.len() as u64);
@@ -465,7 +726,27 @@ impl Engine {
             }
             let mut touched: Vec<Rc<Dest>> = Vec::new();
             for i in due_items {
-                i.dest.queue.borrow_mut().push(i.rcpt);
+                match i.rcpt.msg.ack.as_ref().map(|a| a.decision()) {
+                    // The client has not been answered yet: look again soon.
+                    Some(Decision::Pending) => {
+                        self.schedule(i.dest, i.rcpt, now + Duration::from_secs(1));
+                        continue;
+                    }
+                    // The client was told to try again (or bounce): not ours.
+                    Some(Decision::Returned | Decision::Refused) => {
+                        let r = Reply::new(
+                            451,
+                            Some((4, 4, 0)),
+                            "returned to the client, which retries or bounces it",
+                        );
+                        self.log_entry("returned", &i.dest, &i.rcpt, &r, &ConnInfo::default());
+                        self.count(|c| c.returned += 1);
+                        self.finish(&i.rcpt);
+                        continue;
+                    }
+                    _ => {}
+                }
+                i.dest.waiting.borrow_mut().push(i.rcpt);
                 if !touched.iter().any(|d| Rc::ptr_eq(d, &i.dest)) {
                     touched.push(i.dest);
                 }
@@ -492,7 +773,8 @@ impl Engine {
         self.log.record(&Entry {
             time: (now * 1000.0).round() / 1000.0,
             event,
-            queue: &dest.domain,
+            queue: &dest.queue.borrow().name,
+            destination: &dest.domain,
             message_id: id,
             sender: &rcpt.msg.reverse_path,
             recipient: &rcpt.addr,

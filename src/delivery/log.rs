@@ -23,8 +23,10 @@ pub struct Entry<'a> {
     pub time: f64,
     /// `delivered`, `deferred`, `bounced` or `expired`.
     pub event: &'a str,
-    /// The queue (destination) it was delivered through.
+    /// The queue whose limits applied (`general` or a configured name).
     pub queue: &'a str,
+    /// The destination domain (or `fallback:<queue>`).
+    pub destination: &'a str,
     /// The message's queue id.
     pub message_id: &'a str,
     /// The envelope sender.

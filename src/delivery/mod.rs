@@ -2,6 +2,7 @@
 //! owns over cached, pipelined SMTP connections.
 //!
 //! - [`queue`]: messages and per-recipient records (bodies shared, never copied);
+//! - [`queues`]: specific and general queues, their limits and fallbacks;
 //! - [`engine`]: destinations, connection spawning, outcomes, retries, DSNs;
 //! - [`connection`]: the thin IO driver around the sans-IO SMTP client;
 //! - [`retry`], [`dsn`], [`log`], [`tls`]: schedules, RFC 3464 reports, the
@@ -12,6 +13,7 @@ pub mod dsn;
 pub mod engine;
 pub mod log;
 pub mod queue;
+pub mod queues;
 pub mod retry;
 pub mod tls;
 

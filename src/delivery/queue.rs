@@ -31,6 +31,8 @@ pub struct Msg {
     pub eight_bit: bool,
     /// The envelope needs SMTPUTF8.
     pub smtputf8: bool,
+    /// The client still waits for our answer (`ack = "downstream"`).
+    pub ack: Option<crate::shard::ack::Ack>,
 }
 
 /// One recipient waiting for delivery.
@@ -102,6 +104,7 @@ mod tests {
             pending: Cell::new(0),
             eight_bit: false,
             smtputf8: false,
+            ack: None,
         })
     }
 

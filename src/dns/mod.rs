@@ -51,4 +51,4 @@ pub use error::{ConfigError, ResolveError};
 pub use mx::{Destination, DestinationKind, MxHost};
 pub use resolv_conf::parse_resolv_conf;
 pub use resolver::Resolver;
-pub use routes::{RouteConfig, SmarthostConfig};
+pub use routes::{RouteConfig, RouteTarget, SmarthostConfig};

@@ -39,7 +39,7 @@ use super::mx::{
     DestinationKind, Exchangers, FamilyResult, HostAddrs,
 };
 use super::resolv_conf::load_resolv_conf;
-use super::routes::{RouteHost, Routes};
+use super::routes::{RouteHost, RouteTarget, Routes};
 use super::wire::{show, Records};
 
 type LookupResult = Result<Rc<Answer>, ResolveError>;
@@ -189,6 +189,16 @@ impl Resolver {
         let Some(target) = self.inner.routes.find(&display) else {
             return self.resolve_mx(domain).await;
         };
+        self.resolve_target(&display, &target).await
+    }
+
+    /// The hosts of a configured target (a route, or a queue's fallback),
+    /// looked up as needed; `name` is what the destination is called.
+    pub async fn resolve_target(
+        &self,
+        name: &str,
+        target: &RouteTarget,
+    ) -> Result<Rc<Destination>, ResolveError> {
         let lookups = target.hosts.iter().map(|h| self.inner.route_host(h));
         let found = join_all(lookups.collect()).await;
         let candidates = found
@@ -201,7 +211,7 @@ impl Resolver {
                 addrs,
             })
             .collect();
-        assemble(&display, target.kind, candidates).map(Rc::new)
+        assemble(name, target.kind, candidates).map(Rc::new)
     }
 
     /// Snapshot of this resolver's counters.

@@ -43,16 +43,16 @@ pub struct SmarthostConfig {
 
 /// One configured next hop.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum RouteHost {
+pub enum RouteHost {
     /// An IP literal: no lookup.
     Ip(SocketAddr),
     /// A host name (fully qualified, lower case) and port.
     Name(Name, u16),
 }
 
-/// A compiled route target.
+/// A compiled route target: hosts that replace MX lookup.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct RouteTarget {
+pub struct RouteTarget {
     /// Route or smarthost.
     pub(crate) kind: DestinationKind,
     /// Hosts in order.
@@ -70,6 +70,16 @@ struct Table {
 pub(crate) struct Routes {
     routes: Table,
     smarthost: Option<(Rc<RouteTarget>, Option<Table>)>,
+}
+
+impl RouteTarget {
+    /// A delivery queue's fallback route: `hosts` tried in order.
+    pub fn fallback(hosts: &[String], default_port: u16) -> Result<RouteTarget, ConfigError> {
+        Ok(RouteTarget {
+            kind: DestinationKind::Route,
+            hosts: parse_hosts(hosts, default_port)?,
+        })
+    }
 }
 
 impl Routes {

@@ -4,9 +4,11 @@
 //! (a pipelined client can finish many), then sends one batch per shard:
 //! one channel operation per shard per pass, not per message. The 250s for
 //! those messages are written only after the batches are queued, which is
-//! what `ack = "memory"` promises.
+//! what `ack = "memory"` promises. Under `ack = "downstream"` every part of
+//! a message carries the same [`Ack`], which the shards complete.
 
 use crate::runtime::Core;
+use crate::shard::ack::Ack;
 use crate::shard::hash::{domain_of, shard_of};
 use crate::shard::{Batch, Envelope};
 use std::sync::Arc;
@@ -27,7 +29,7 @@ impl Outbox {
     /// Splits one message's recipients by owning shard. The body is shared,
     /// never copied; a message whose recipients all live on one shard (the
     /// common case) moves its recipient list without re-allocating it.
-    pub fn add(&mut self, id: u64, m: crate::smtp::Message) {
+    pub fn add(&mut self, id: u64, m: crate::smtp::Message, ack: Option<Ack>) {
         let crate::smtp::Message {
             reverse_path,
             recipients,
@@ -49,6 +51,7 @@ impl Outbox {
                     body,
                     eight_bit,
                     smtputf8,
+                    ack,
                 });
             }
             return;
@@ -72,6 +75,7 @@ impl Outbox {
                     body: body.clone(),
                     eight_bit,
                     smtputf8,
+                    ack: ack.clone(),
                 });
             }
         }
@@ -123,7 +127,7 @@ mod tests {
         let body = Bytes::from(vec![b'x'; 1000]);
         let mut o = Outbox::new(2);
         let rcpts = vec![format!("1@{a}"), format!("2@{b}"), format!("3@{a}")];
-        o.add(7, msg("s@x.test", rcpts, body.clone()));
+        o.add(7, msg("s@x.test", rcpts, body.clone()), None);
         assert_eq!(o.batches[0].len(), 1);
         assert_eq!(o.batches[1].len(), 1);
         let e0 = &o.batches[0][0];
@@ -141,7 +145,7 @@ mod tests {
         let mut o = Outbox::new(4);
         let rcpts = vec!["a@same.test".to_string(), "b@SAME.test".to_string()];
         let ptr = rcpts.as_ptr();
-        o.add(1, msg("", rcpts, Bytes::from_static(b"x")));
+        o.add(1, msg("", rcpts, Bytes::from_static(b"x")), None);
         let s = shard_of("same.test", 4);
         assert_eq!(o.batches[s][0].recipients.as_ptr(), ptr);
     }

@@ -7,8 +7,10 @@
 
 use super::conn::Conn;
 use super::outbox::Outbox;
+use crate::config::AckMode;
 use crate::readbuf::InputBuffer;
 use crate::runtime::Core;
+use crate::shard::ack::{Ack, Decision};
 use crate::smtp::{Event, PeerInfo, Reply, ServerSession, TlsInfo, Verdict};
 use glommio::net::TcpStream;
 use std::rc::Rc;
@@ -52,6 +54,8 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
     let mut outbox = Outbox::new(core.shards);
     let mut progress = session.progress();
     let mut deadline = Instant::now() + session.timeout();
+    let downstream = shared.config.ack == AckMode::Downstream;
+    let mut awaiting: Option<(u64, Ack)> = None;
 
     loop {
         // Feed input and answer events until the machine makes no progress.
@@ -66,9 +70,16 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
             while let Some(event) = session.poll_event() {
                 moved = true;
                 match event {
+                    Event::Message(m) if downstream => {
+                        // The answer waits for the destinations (below).
+                        let id = core.next_queue_id();
+                        let ack = Ack::downstream(m.recipients.len());
+                        outbox.add(id, m, Some(ack.clone()));
+                        awaiting = Some((id, ack));
+                    }
                     Event::Message(m) => {
                         let id = core.next_queue_id();
-                        outbox.add(id, m);
+                        outbox.add(id, m, None);
                         session.decide(Verdict::Accepted { queue_id: id });
                     }
                     Event::Auth {
@@ -110,6 +121,16 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
         // Envelopes reach their shards before any 250 for them is sent.
         if outbox.flush(&core).await.is_err() {
             return;
+        }
+        if let Some((id, ack)) = awaiting.take() {
+            let timeout = shared.config.delivery.downstream_timeout.0;
+            let verdict = match ack.wait(timeout).await {
+                Decision::Returned | Decision::Refused => Verdict::Rejected(ack.failure_reply()),
+                _ => Verdict::Accepted { queue_id: id },
+            };
+            session.decide(verdict);
+            // The machine may have more input to take now.
+            continue;
         }
         session.poll_transmit(&mut out);
         if !out.is_empty() {

@@ -193,31 +193,16 @@ fn build_engine(
     backlog: Rc<RefCell<crate::shard::Backlog>>,
     load: Arc<crate::shard::ShardLoad>,
 ) -> Result<Rc<crate::delivery::Engine>, String> {
-    use crate::config::OutboundTls;
-    use crate::smtp::client::{ClientConfig, TlsPolicy};
     let c = &shared.config;
     let resolver = crate::dns::Resolver::new(c.dns.clone()).map_err(|e| e.to_string())?;
-    let client = ClientConfig {
-        ehlo_name: c.hostname.clone(),
-        max_rcpt_per_txn: c.delivery.max_rcpt_per_txn,
-        prefer_bdat: c.delivery.prefer_bdat,
-        max_pipelined_txns: c.delivery.max_pipelined_txns,
-        tls_policy: match c.delivery.tls {
-            OutboundTls::None => TlsPolicy::Disabled,
-            OutboundTls::Opportunistic => TlsPolicy::Opportunistic,
-            OutboundTls::Required => TlsPolicy::Required,
-        },
-        auth: None,
-        timeouts: Default::default(),
-    };
+    let queues = crate::delivery::queues::Queues::new(
+        &c.delivery.queues,
+        &c.delivery.queue_defaults(&c.hostname, c.dns.smtp_port),
+    )?;
     let settings = crate::delivery::EngineSettings {
         hostname: c.hostname.clone(),
-        max_connections_per_destination: c.delivery.max_connections_per_destination,
-        max_messages_per_connection: c.delivery.max_messages_per_connection,
-        idle_timeout: c.delivery.idle_timeout.0,
+        max_connections: c.delivery.max_connections,
         connect_timeout: c.delivery.connect_timeout.0,
-        message_expiry: c.delivery.message_expiry.0,
-        retry: c.delivery.retry.schedule(),
         tls_verify: c.delivery.tls_verify,
     };
     let log_path = c
@@ -226,12 +211,7 @@ fn build_engine(
         .then(|| c.state_dir.join(format!("delivery-{index}.jsonl")));
     let log = crate::delivery::log::DeliveryLog::new(log_path);
     Ok(crate::delivery::Engine::new(
-        settings,
-        Arc::new(client),
-        resolver,
-        log,
-        backlog,
-        load,
+        settings, queues, resolver, log, backlog, load,
     ))
 }
 

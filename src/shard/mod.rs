@@ -8,6 +8,7 @@
 //! its backlog through single-writer counters that ingress reads to decide
 //! admission (backpressure).
 
+pub mod ack;
 pub mod hash;
 mod load;
 
@@ -37,6 +38,8 @@ pub struct Envelope {
     pub eight_bit: bool,
     /// Declared `SMTPUTF8`: needs SMTPUTF8 downstream.
     pub smtputf8: bool,
+    /// Under `ack = "downstream"`: the client's pending answer.
+    pub ack: Option<ack::Ack>,
 }
 
 /// Envelopes sent from one core to a shard in one channel message.

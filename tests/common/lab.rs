@@ -57,6 +57,7 @@ impl Lab {
             .unwrap();
         let mut opts = SinkOptions::new("127.0.0.1:0".parse().unwrap());
         opts.profile = Profile::from_toml_str(profile).unwrap();
+        opts.track_receipts = true;
         let sink = rt.block_on(Sink::bind(opts)).unwrap();
         let sink_addr = sink.local_addr().unwrap();
         let handle = sink.handle();
@@ -146,4 +147,27 @@ impl Lab {
         }
         s
     }
+}
+
+/// Sends `n` messages from `from` to `rcpts` over one session, each with a
+/// distinct Message-ID, expecting `250 2.0.0` for each.
+pub fn send(d: &Daemon, from: &str, rcpts: &[&str], n: usize) {
+    let mut c = super::Client::connect(d.addr);
+    super::expect(&c.reply(), "220");
+    super::expect(&c.cmd("EHLO client.test"), "250");
+    for i in 0..n {
+        super::expect(&c.cmd(&format!("MAIL FROM:<{from}>")), "250");
+        for r in rcpts {
+            super::expect(&c.cmd(&format!("RCPT TO:<{r}>")), "250");
+        }
+        super::expect(&c.cmd("DATA"), "354");
+        super::expect(
+            &c.cmd(&format!(
+                "Message-ID: <m{i}.{}@client.test>\r\nSubject: t{i}\r\n\r\nbody {i}\r\n.",
+                rcpts.len()
+            )),
+            "250 2.0.0",
+        );
+    }
+    super::expect(&c.cmd("QUIT"), "221");
 }
