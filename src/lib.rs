@@ -15,3 +15,4 @@ pub mod runtime;
 pub mod shard;
 pub mod smtp;
 pub mod tls;
+pub mod tune;
