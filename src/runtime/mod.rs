@@ -165,6 +165,7 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<Summary, St
     // a `systemctl reload` right after start cannot kill us with SIGHUP.
     let notifier = Arc::new(Notifier::from_env());
     let signals = shared::spawn_signal_thread(running.shared.clone(), notifier.clone())?;
+    notifier.ready(&ready_status(&running));
     let watchdog = match notify::watchdog_timeout() {
         Some(timeout) if notifier.is_enabled() => Some(
             notify::spawn_watchdog(notifier.clone(), timeout, running.liveness.clone())
@@ -172,7 +173,6 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<Summary, St
         ),
         _ => None,
     };
-    notifier.ready(&ready_status(&running));
     let summary = running.wait();
     if let Some(w) = watchdog {
         w.close();
