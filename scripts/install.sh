@@ -18,7 +18,8 @@
 # later-sorting file such as /etc/sysctl.d/90-local.conf.
 set -euo pipefail
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+# The header comment above is the help text.
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 build=1
 for arg in "$@"; do
