@@ -1,5 +1,5 @@
 //! The `sluice` command: run the daemon, check a configuration, hash a
-//! password, or run the demo.
+//! password, check the host's tuning, or run the demo.
 
 use clap::{Parser, Subcommand};
 use sluice::config::Config;
@@ -35,6 +35,15 @@ enum Command {
     },
     /// Read a password from standard input and print an argon2id hash for the AUTH users file.
     Passwd,
+    /// Compare this host's kernel settings and resource limits with the recommended tuning.
+    Tune {
+        /// Check and report (the only mode so far; changing the host is left to sysctl and limits.d).
+        #[arg(long)]
+        check: bool,
+        /// Read sysctls from DIR/sys instead of /proc/sys (for tests).
+        #[arg(long, hide = true, default_value = "/proc", value_name = "DIR")]
+        proc_root: PathBuf,
+    },
     /// Run sluice on an embedded configuration under a simulated load and print a summary.
     Demo {
         /// Messages to inject.
@@ -55,6 +64,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { path } => check_config(path),
         Command::Passwd => passwd(),
+        Command::Tune { check, proc_root } => tune(check, &proc_root),
         Command::Demo {
             messages,
             connections,
@@ -156,6 +166,34 @@ fn passwd() -> ExitCode {
         Err(e) => {
             eprintln!("sluice: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn tune(check: bool, proc_root: &std::path::Path) -> ExitCode {
+    if !check {
+        eprintln!("sluice: tune only checks so far: run `sluice tune --check`");
+        return ExitCode::from(2);
+    }
+    match sluice::tune::check(proc_root) {
+        Ok(findings) => {
+            let mut all_ok = true;
+            for f in &findings {
+                println!("{f}");
+                all_ok &= f.verdict == sluice::tune::Verdict::Ok;
+            }
+            for a in sluice::tune::advice(&findings) {
+                eprintln!("sluice: {a}");
+            }
+            if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("sluice: embedded tuning files: {e}");
+            ExitCode::from(2)
         }
     }
 }

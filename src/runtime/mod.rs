@@ -12,6 +12,7 @@ pub use self::core::{Core, SessionGuard};
 pub use shared::Shared;
 
 use crate::config::Config;
+use crate::notify::{self, Liveness, Notifier};
 use crate::shard::{Backlog, Batch, ShardLoad};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -44,6 +45,9 @@ pub struct Running {
     shared: Arc<Shared>,
     handles: Vec<glommio::ExecutorJoinHandle<ExitCounts>>,
     listen: Vec<SocketAddr>,
+    /// Executor heartbeats for the systemd watchdog (beating only when
+    /// `$WATCHDOG_USEC` asked for one).
+    liveness: Arc<Liveness>,
 }
 
 impl Running {
@@ -115,13 +119,21 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, St
 
     let mesh =
         MeshBuilder::<Batch, _>::full(cpus.len(), shared.config.backpressure.channel_capacity);
+    let liveness = Arc::new(Liveness::new(cpus.len()));
+    let beat_every = notify::watchdog_timeout().map(notify::heartbeat_period);
     let mut handles = Vec::new();
     for (i, (cpu, sockets)) in cpus.iter().zip(per_core).enumerate() {
         let shared = shared.clone();
         let mesh = mesh.clone();
+        let liveness = liveness.clone();
         let h = LocalExecutorBuilder::new(Placement::Fixed(*cpu))
             .name(&format!("sluice-core{i}"))
-            .spawn(move || async move { self::core::run(shared, mesh, sockets).await })
+            .spawn(move || async move {
+                if let Some(every) = beat_every {
+                    glommio::spawn_local(heartbeat(liveness, i, every)).detach();
+                }
+                self::core::run(shared, mesh, sockets).await
+            })
             .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
@@ -129,7 +141,17 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, St
         shared,
         handles,
         listen,
+        liveness,
     })
+}
+
+/// Bumps this executor's watchdog heartbeat for as long as the executor
+/// runs its tasks; it ends with the executor.
+async fn heartbeat(liveness: Arc<Liveness>, core: usize, every: std::time::Duration) {
+    loop {
+        liveness.beat(core);
+        glommio::timer::sleep(every).await;
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads.
@@ -139,10 +161,34 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<Summary, St
     tracing::info!(cores = running.handles.len(), listen = %listen.join(","), "sluice ready");
     // A machine-readable line for scripts and tests that start the daemon.
     eprintln!("sluice: ready listen={}", listen.join(","));
-    let signals = shared::spawn_signal_thread(running.shared.clone())?;
+    // Signal handling is in place before systemd is told we are ready, so
+    // a `systemctl reload` right after start cannot kill us with SIGHUP.
+    let notifier = Arc::new(Notifier::from_env());
+    let signals = shared::spawn_signal_thread(running.shared.clone(), notifier.clone())?;
+    notifier.ready(&ready_status(&running));
+    let watchdog = match notify::watchdog_timeout() {
+        Some(timeout) if notifier.is_enabled() => Some(
+            notify::spawn_watchdog(notifier.clone(), timeout, running.liveness.clone())
+                .map_err(|e| format!("cannot start watchdog thread: {e}"))?,
+        ),
+        _ => None,
+    };
     let summary = running.wait();
+    if let Some(w) = watchdog {
+        w.close();
+    }
     signals.close();
     summary
+}
+
+/// `systemctl status`'s line for a running daemon.
+fn ready_status(running: &Running) -> String {
+    let listen: Vec<String> = running.listen.iter().map(|a| a.to_string()).collect();
+    format!(
+        "accepting on {} with {} cores",
+        listen.join(","),
+        running.handles.len()
+    )
 }
 
 /// Inbound sessions each need a descriptor: take the hard limit.

@@ -128,7 +128,11 @@ impl SignalThread {
 }
 
 /// SIGTERM/SIGINT request a stop; SIGHUP reloads TLS and AUTH material.
-pub fn spawn_signal_thread(shared: Arc<Shared>) -> Result<SignalThread, String> {
+/// Each is announced to systemd through `notifier`.
+pub fn spawn_signal_thread(
+    shared: Arc<Shared>,
+    notifier: Arc<crate::notify::Notifier>,
+) -> Result<SignalThread, String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -138,17 +142,25 @@ pub fn spawn_signal_thread(shared: Arc<Shared>) -> Result<SignalThread, String> 
         .spawn(move || {
             for sig in signals.forever() {
                 match sig {
-                    SIGHUP => match reload(&shared) {
-                        Ok(()) => {
-                            tracing::info!("reloaded TLS certificate and AUTH users");
-                            eprintln!("sluice: reloaded");
+                    SIGHUP => {
+                        notifier.reloading();
+                        // READY=1 either way: a refused reload leaves the
+                        // old configuration serving.
+                        match reload(&shared) {
+                            Ok(()) => {
+                                tracing::info!("reloaded TLS certificate and AUTH users");
+                                eprintln!("sluice: reloaded");
+                                notifier.ready("running; last reload accepted");
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "reload refused; keeping the old configuration");
+                                eprintln!("sluice: reload refused: {e}");
+                                notifier.ready(&format!("running; last reload refused: {e}"));
+                            }
                         }
-                        Err(e) => {
-                            tracing::error!(error = %e, "reload refused; keeping the old configuration");
-                            eprintln!("sluice: reload refused: {e}");
-                        }
-                    },
+                    }
                     _ => {
+                        notifier.stopping();
                         tracing::info!(signal = sig, "stopping");
                         shared.stopping.store(true, Ordering::Relaxed);
                     }
