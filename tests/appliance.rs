@@ -318,7 +318,12 @@ fn unprivileged_daemon_speaks_sd_notify_through_start_watchdog_reload_and_stop()
     // Sending to a unix socket needs write permission on it.
     std::os::unix::fs::chown(&notify_path, Some(uid), Some(gid)).unwrap();
 
-    let mut child = Command::new(SLUICE)
+    // The checkout may sit where the service user cannot reach (say /root):
+    // run a copy from the user's own directory.
+    let bin = dir.path().join("sluice");
+    std::fs::copy(SLUICE, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new(&bin)
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
