@@ -158,13 +158,14 @@ async fn heartbeat(liveness: Arc<Liveness>, core: usize, every: std::time::Durat
 pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<Summary, String> {
     let running = start(config, config_path)?;
     let listen: Vec<String> = running.listen.iter().map(|a| a.to_string()).collect();
+    // Signal handling is in place before anyone is told we are ready, so
+    // a `systemctl reload` (or a script's SIGHUP) right after start cannot
+    // kill us.
+    let notifier = Arc::new(Notifier::from_env());
+    let signals = shared::spawn_signal_thread(running.shared.clone(), notifier.clone())?;
     tracing::info!(cores = running.handles.len(), listen = %listen.join(","), "sluice ready");
     // A machine-readable line for scripts and tests that start the daemon.
     eprintln!("sluice: ready listen={}", listen.join(","));
-    // Signal handling is in place before systemd is told we are ready, so
-    // a `systemctl reload` right after start cannot kill us with SIGHUP.
-    let notifier = Arc::new(Notifier::from_env());
-    let signals = shared::spawn_signal_thread(running.shared.clone(), notifier.clone())?;
     notifier.ready(&ready_status(&running));
     let watchdog = match notify::watchdog_timeout() {
         Some(timeout) if notifier.is_enabled() => Some(
