@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod demo;
 pub mod dns;
 pub mod ingress;
+pub mod journal;
 pub mod notify;
 pub mod readbuf;
 pub mod runtime;

@@ -1,0 +1,257 @@
+//! Replaying a journal directory: rebuilds every message that still has a
+//! pending recipient, the journal's bookkeeping, and a report of anything
+//! that could not be read.
+//!
+//! One pass over the segments, oldest first. A message's body is copied out
+//! when its record is read and dropped again as soon as a later record
+//! finalises its last recipient, so memory follows what is pending, not
+//! what is on disk.
+
+use super::frame::{self, Bad, SEGMENT_HEADER};
+use super::index::{Applied, Index, Loc};
+use super::io::{list_segments, read_segment};
+use super::record::{self, Record, F_COPY, F_EIGHT_BIT, F_SMTPUTF8};
+use super::{DamagedRegion, JournalError, RcptState, RecoveredMessage, RecoveredRcpt, Recovery};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// The result of a replay: what the caller gets and what the journal keeps.
+pub(crate) struct Replay {
+    pub recovery: Recovery,
+    pub index: Index,
+    /// The highest segment number seen.
+    pub max_seq: u64,
+    /// (segment, offset) of a torn tail to cut.
+    pub torn: Option<(u64, u64)>,
+}
+
+/// Envelope data of a message while it has pending recipients.
+struct Held {
+    reverse_path: String,
+    body: Bytes,
+    flags: u8,
+    accepted_unix: u64,
+    addrs: Vec<String>,
+}
+
+/// Reads every record in `dir` without changing anything: for another
+/// shard's directory (re-homing after the shard count changed), or for
+/// inspection. A torn tail is reported in the stats but not cut.
+pub fn recover_dir(dir: &Path) -> Result<Recovery, JournalError> {
+    replay(dir).map(|r| r.recovery)
+}
+
+/// Replays `dir`.
+pub(crate) fn replay(dir: &Path) -> Result<Replay, JournalError> {
+    let started = Instant::now();
+    let segs = list_segments(dir)?;
+    let mut index = Index::default();
+    let mut held: HashMap<u64, Held> = HashMap::new();
+    let mut rec = Recovery::default();
+    let mut torn = None;
+    let mut buf = Vec::new();
+    let n = segs.len();
+    for (i, (seq, path)) in segs.iter().enumerate() {
+        let seq = *seq;
+        read_segment(path, &mut buf)?;
+        let last = i + 1 == n;
+        rec.stats.segments += 1;
+        rec.stats.bytes += buf.len() as u64;
+        index.seg(seq).len = buf.len() as u64;
+        let damage = |rec: &mut Recovery, offset: usize, len: usize, reason: &str| {
+            tracing::warn!(segment = %path.display(), offset, len, reason, "journal: damaged region skipped; records after it are recovered");
+            rec.stats.damaged.push(DamagedRegion {
+                segment: seq,
+                offset: offset as u64,
+                len: len as u64,
+                reason: reason.to_string(),
+            });
+        };
+        let mut pos = SEGMENT_HEADER;
+        match frame::parse_segment_header(&buf) {
+            Some(s) if s == seq => {}
+            Some(_) => damage(
+                &mut rec,
+                0,
+                SEGMENT_HEADER,
+                "segment header names another segment",
+            ),
+            None if buf.len() < SEGMENT_HEADER && last => {
+                torn = Some((seq, 0));
+                pos = buf.len();
+            }
+            None => damage(
+                &mut rec,
+                0,
+                SEGMENT_HEADER.min(buf.len()),
+                "bad segment header",
+            ),
+        }
+        while pos < buf.len() {
+            let f = match frame::parse_at(&buf, pos) {
+                Ok(f) => f,
+                Err(bad) => match frame::resync(&buf, pos) {
+                    Some(next) => {
+                        damage(
+                            &mut rec,
+                            pos,
+                            next - pos,
+                            if bad == Bad::Short {
+                                "frame overruns the next one"
+                            } else {
+                                "bad frame"
+                            },
+                        );
+                        pos = next;
+                        continue;
+                    }
+                    None if last => {
+                        torn = Some((seq, pos as u64));
+                        break;
+                    }
+                    None => {
+                        damage(
+                            &mut rec,
+                            pos,
+                            buf.len() - pos,
+                            "bad frame at the end of a sealed segment",
+                        );
+                        break;
+                    }
+                },
+            };
+            let loc = Loc {
+                seg: seq,
+                off: pos as u64,
+                len: f.len as u32,
+            };
+            match record::decode(f.ty, f.payload) {
+                None => {
+                    tracing::warn!(segment = %path.display(), offset = pos, ty = f.ty, "journal: record of unknown type skipped");
+                    rec.stats.unknown_records += 1;
+                }
+                Some(Err(reason)) => damage(&mut rec, pos, f.len, reason),
+                Some(Ok(r)) => {
+                    rec.stats.records += 1;
+                    apply(&mut index, &mut held, &mut rec, loc, r);
+                }
+            }
+            pos += f.len;
+        }
+        if let Some((s, at)) = torn.filter(|t| t.0 == seq) {
+            let bytes = buf.len() as u64 - at;
+            tracing::warn!(segment = %path.display(), offset = at, bytes, "journal: torn tail (an interrupted write) will be truncated");
+            rec.stats.torn_tail = Some((s, at, bytes));
+        }
+    }
+    let mut entries: Vec<_> = index.msgs.iter().collect();
+    entries.sort_unstable_by_key(|(_, e)| (e.loc.seg, e.loc.off));
+    for (&id, e) in entries {
+        let Some(h) = held.remove(&id) else { continue };
+        let recipients: Vec<RecoveredRcpt> = e
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let state = (*s)?;
+                let addr = h.addrs.get(i).cloned().unwrap_or_default();
+                Some(RecoveredRcpt {
+                    index: i as u32,
+                    addr,
+                    state,
+                })
+            })
+            .collect();
+        rec.stats.recipients_pending += u64::from(e.pending);
+        rec.messages.push(RecoveredMessage {
+            id,
+            reverse_path: h.reverse_path,
+            body: h.body,
+            eight_bit: h.flags & F_EIGHT_BIT != 0,
+            smtputf8: h.flags & F_SMTPUTF8 != 0,
+            accepted_unix: h.accepted_unix,
+            recipients,
+        });
+    }
+    rec.stats.messages = rec.messages.len() as u64;
+    rec.stats.recipients = index.counts.rcpts_seen;
+    rec.stats.recipients_final = index.counts.finals;
+    rec.stats.orphan_records = index.counts.orphans;
+    rec.stats.elapsed = started.elapsed();
+    let max_seq = segs.last().map_or(0, |s| s.0);
+    if !rec.stats.damaged.is_empty() || torn.is_some() {
+        tracing::warn!(dir = %dir.display(), damaged = rec.stats.damaged.len(), torn = ?rec.stats.torn_tail, "journal: recovered with damage");
+    }
+    Ok(Replay {
+        recovery: rec,
+        index,
+        max_seq,
+        torn,
+    })
+}
+
+fn apply(
+    index: &mut Index,
+    held: &mut HashMap<u64, Held>,
+    rec: &mut Recovery,
+    loc: Loc,
+    r: Record<'_>,
+) {
+    match r {
+        Record::Message(m) => {
+            let copy = m.flags & F_COPY != 0;
+            let rcpts = m.rcpts.iter().map(|r| {
+                (
+                    r.index,
+                    RcptState::Pending {
+                        attempts: r.attempts,
+                        next_attempt_unix: r.next_attempt_unix,
+                    },
+                )
+            });
+            if index.apply_message(m.id, loc, copy, rcpts) == Applied::Gone {
+                held.remove(&m.id);
+                return;
+            }
+            // A copy of a message already held adds nothing new but its
+            // addresses; anything else starts afresh.
+            if !(copy && held.contains_key(&m.id)) {
+                let h = Held {
+                    reverse_path: m.reverse_path.to_string(),
+                    body: Bytes::copy_from_slice(m.body),
+                    flags: m.flags & !F_COPY,
+                    accepted_unix: m.accepted_unix,
+                    addrs: Vec::new(),
+                };
+                held.insert(m.id, h);
+            }
+            let Some(h) = held.get_mut(&m.id) else { return };
+            for r in &m.rcpts {
+                let i = r.index as usize;
+                if h.addrs.len() <= i {
+                    h.addrs.resize(i + 1, String::new());
+                }
+                if let Some(a) = h.addrs.get_mut(i) {
+                    if a.is_empty() {
+                        a.push_str(r.addr);
+                    }
+                }
+            }
+        }
+        Record::Outcome {
+            id,
+            index: i,
+            outcome,
+        } => {
+            if index.apply_outcome(id, i, outcome, loc.seg) == Applied::Gone {
+                held.remove(&id);
+            }
+        }
+        Record::Checkpoint(bytes) => {
+            index.apply_checkpoint(loc);
+            rec.checkpoint = Some(bytes.to_vec());
+        }
+    }
+}

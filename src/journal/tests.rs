@@ -1,0 +1,849 @@
+//! Journal tests on real files: round trip, group commit, torn tails,
+//! damage, rotation / retirement / compaction, disk full, and a property
+//! test of crash prefixes.
+
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+fn run<T>(f: impl Future<Output = T>) -> T {
+    glommio::LocalExecutor::default().run(f)
+}
+
+fn open(dir: &Path) -> (Journal, Recovery) {
+    open_with(dir, JournalOptions::default())
+}
+
+fn open_with(dir: &Path, opts: JournalOptions) -> (Journal, Recovery) {
+    Journal::open(dir, opts).unwrap()
+}
+
+fn add(j: &Journal, id: u64, rcpts: &[&str], body: &[u8]) -> Ticket {
+    j.append_message(&MessageRecord {
+        id,
+        reverse_path: "sender@src.test",
+        recipients: rcpts,
+        body,
+        eight_bit: id % 2 == 0,
+        smtputf8: id % 3 == 0,
+        accepted_unix: 1_700_000_000 + id,
+    })
+    .unwrap()
+}
+
+/// Recovered state: id → (index, addr, state) of every known recipient.
+type View = BTreeMap<u64, Vec<(u32, String, RcptState)>>;
+
+fn view(r: &Recovery) -> View {
+    r.messages
+        .iter()
+        .map(|m| {
+            (
+                m.id,
+                m.recipients
+                    .iter()
+                    .map(|r| (r.index, r.addr.clone(), r.state))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    io::list_segments(dir)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.1)
+        .collect()
+}
+
+const PENDING: RcptState = RcptState::Pending {
+    attempts: 0,
+    next_attempt_unix: 0,
+};
+
+#[test]
+fn round_trip_keeps_exact_recipient_state() {
+    let tmp = TempDir::new().unwrap();
+    run(async {
+        let (j, rec) = open(tmp.path());
+        assert!(rec.messages.is_empty());
+        add(
+            &j,
+            1,
+            &["a@x.test", "b@x.test", "c@y.test", "d@y.test", "e@z.test"],
+            b"body one\r\n",
+        );
+        add(&j, 2, &["f@x.test"], b"two");
+        add(&j, 3, &["g@x.test", "h@x.test"], &[0xff; 3000]);
+        j.commit().await.unwrap();
+        j.append_delivered(1, 0).unwrap();
+        j.append_bounced(1, 1).unwrap();
+        j.append_deferred(1, 2, 3, 1_700_000_999).unwrap();
+        j.append_expired(1, 3).unwrap();
+        j.append_delivered(2, 0).unwrap();
+        j.append_deferred(3, 1, 1, 5).unwrap();
+        j.append_deferred(3, 1, 2, 6).unwrap();
+        j.append_checkpoint(b"campaign 7: 0..100").unwrap();
+        j.append_checkpoint(b"campaign 7: 0..200").unwrap();
+        j.commit().await.unwrap();
+        // Outcomes for recipients that are final or unknown are refused.
+        assert!(matches!(
+            j.append_delivered(2, 0),
+            Err(JournalError::UnknownRecipient { .. })
+        ));
+        assert!(matches!(
+            j.append_delivered(1, 9),
+            Err(JournalError::UnknownRecipient { .. })
+        ));
+        assert!(matches!(
+            add_err(&j, 3),
+            JournalError::DuplicateMessage { id: 3 }
+        ));
+    });
+    let (_j, rec) = open(tmp.path());
+    let v = view(&rec);
+    assert_eq!(v.len(), 2, "message 2 is final and not returned");
+    let m1 = &v[&1];
+    assert_eq!(
+        m1.iter().map(|r| r.2).collect::<Vec<_>>(),
+        vec![
+            RcptState::Delivered,
+            RcptState::Bounced,
+            RcptState::Pending {
+                attempts: 3,
+                next_attempt_unix: 1_700_000_999
+            },
+            RcptState::Expired,
+            PENDING
+        ]
+    );
+    assert_eq!(m1[4].1, "e@z.test");
+    assert_eq!(
+        v[&3][1].2,
+        RcptState::Pending {
+            attempts: 2,
+            next_attempt_unix: 6
+        }
+    );
+    let r3 = rec.messages.iter().find(|m| m.id == 3).unwrap();
+    assert_eq!(r3.body.as_ref(), &[0xff; 3000][..]);
+    assert!(
+        r3.smtputf8
+            && !r3.eight_bit
+            && r3.reverse_path == "sender@src.test"
+            && r3.accepted_unix == 1_700_000_003
+    );
+    assert_eq!(rec.checkpoint.as_deref(), Some(&b"campaign 7: 0..200"[..]));
+    let s = &rec.stats;
+    assert_eq!(
+        (
+            s.messages,
+            s.recipients,
+            s.recipients_final,
+            s.recipients_pending
+        ),
+        (2, 8, 4, 4)
+    );
+    assert!(s.damaged.is_empty() && s.torn_tail.is_none());
+}
+
+fn add_err(j: &Journal, id: u64) -> JournalError {
+    j.append_message(&MessageRecord {
+        id,
+        reverse_path: "",
+        recipients: &["x@y.test"],
+        body: b"",
+        eight_bit: false,
+        smtputf8: false,
+        accepted_unix: 0,
+    })
+    .unwrap_err()
+}
+
+#[test]
+fn a_second_writer_is_refused() {
+    let tmp = TempDir::new().unwrap();
+    let (_j, _) = open(tmp.path());
+    assert!(matches!(
+        Journal::open(tmp.path(), JournalOptions::default()),
+        Err(JournalError::Locked { .. })
+    ));
+}
+
+#[test]
+fn group_commit_batches_waiters_and_releases_them_only_when_durable() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let callers = 200u64;
+    let syncs = run(async move {
+        let (j, _) = open(&dir);
+        let mut tasks = Vec::new();
+        for id in 0..callers {
+            let j = j.clone();
+            let dir = dir.clone();
+            tasks.push(glommio::spawn_local(async move {
+                // Stagger arrivals so some come while a flush is running.
+                for _ in 0..(id % 7) {
+                    glommio::yield_if_needed().await;
+                    futures_lite::future::yield_now().await;
+                }
+                let t = add(&j, id, &["r@d.test"], &[b'x'; 512]);
+                let syncs_before = j.stats().syncs;
+                j.commit().await.unwrap();
+                let s = j.stats();
+                assert!(
+                    s.durable >= t.end(),
+                    "released before its batch was durable"
+                );
+                assert!(
+                    s.syncs > syncs_before,
+                    "released without a sync after its append"
+                );
+                if id % 50 == 0 {
+                    // And the bytes really are in the file.
+                    assert!(recover_dir(&dir)
+                        .unwrap()
+                        .messages
+                        .iter()
+                        .any(|m| m.id == id));
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        let h = j.fsync_histogram();
+        assert_eq!(h.len(), j.stats().syncs);
+        j.stats().syncs
+    });
+    eprintln!("{callers} committers, {syncs} fdatasyncs");
+    assert!(syncs * 4 <= callers, "{syncs} syncs for {callers} callers");
+    let (_j, rec) = open(tmp.path());
+    assert_eq!(rec.messages.len() as u64, callers);
+}
+
+/// Writes `n` one-recipient messages, commits, and returns the offset where
+/// the last record of the active segment starts.
+fn write_some(dir: &Path, n: u64) -> u64 {
+    run(async {
+        let (j, _) = open(dir);
+        for id in 1..=n {
+            add(&j, id, &["r@d.test"], format!("message {id}").as_bytes());
+        }
+        j.commit().await.unwrap();
+        let st = j.sh.st.borrow();
+        st.index.msgs[&n].loc.off
+    })
+}
+
+#[test]
+fn torn_tail_is_truncated_and_appends_after_reopen_recover() {
+    let src = TempDir::new().unwrap();
+    let last_off = write_some(src.path(), 5);
+    let seg = segments(src.path()).pop().unwrap();
+    let full = std::fs::metadata(&seg).unwrap().len();
+    for cut in [
+        last_off + 1,
+        last_off + 4,
+        last_off + 12,
+        last_off + 13,
+        full - 1,
+    ] {
+        for garbage in [&b""[..], &[0xAB; 37][..], &frame::FRAME_MAGIC[..3]] {
+            let tmp = TempDir::new().unwrap();
+            let dir = tmp.path();
+            std::fs::copy(&seg, dir.join(seg.file_name().unwrap())).unwrap();
+            let p = segments(dir).pop().unwrap();
+            let mut bytes = std::fs::read(&p).unwrap();
+            bytes.truncate(cut as usize);
+            bytes.extend_from_slice(garbage);
+            std::fs::write(&p, &bytes).unwrap();
+
+            let (j, rec) = open(dir);
+            assert_eq!(
+                rec.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+                vec![1, 2, 3, 4],
+                "cut {cut}"
+            );
+            let (s, at, n) = rec.stats.torn_tail.unwrap();
+            assert_eq!((at, n), (last_off, cut - last_off + garbage.len() as u64));
+            assert!(s > 0 && rec.stats.damaged.is_empty());
+            assert_eq!(std::fs::metadata(&p).unwrap().len(), last_off, "tail cut");
+            run(async {
+                add(&j, 10, &["new@d.test"], b"after the tear");
+                j.commit().await.unwrap();
+            });
+            drop(j);
+            let (_j, rec) = open(dir);
+            assert_eq!(
+                rec.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+                vec![1, 2, 3, 4, 10]
+            );
+            assert!(rec.stats.torn_tail.is_none() && rec.stats.damaged.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_torn_segment_header_removes_the_segment() {
+    let tmp = TempDir::new().unwrap();
+    write_some(tmp.path(), 2);
+    // A crash right after creating the next segment file.
+    std::fs::write(
+        io::seg_path(tmp.path(), 99),
+        &frame::segment_header(99)[..10],
+    )
+    .unwrap();
+    let (_j, rec) = open(tmp.path());
+    assert_eq!(rec.messages.len(), 2);
+    assert_eq!(rec.stats.torn_tail, Some((99, 0, 10)));
+    assert!(!io::seg_path(tmp.path(), 99).exists());
+}
+
+#[test]
+fn a_damaged_middle_record_is_reported_and_later_records_recovered() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let locs = run(async {
+        let (j, _) = open(dir);
+        for id in 1..=10 {
+            add(
+                &j,
+                id,
+                &["a@d.test", "b@d.test"],
+                format!("body of {id}").as_bytes(),
+            );
+        }
+        j.append_delivered(7, 0).unwrap();
+        j.commit().await.unwrap();
+        let st = j.sh.st.borrow();
+        (st.index.msgs[&5].loc, st.index.msgs[&10].loc)
+    });
+    let seg = io::seg_path(dir, locs.0.seg);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // One bit in message 5's body, and message 10's header in another run.
+    bytes[(locs.0.off + u64::from(locs.0.len) - 3) as usize] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let rec = recover_dir(dir).unwrap();
+    let ids: Vec<u64> = rec.messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1, 2, 3, 4, 6, 7, 8, 9, 10]);
+    assert_eq!(rec.stats.damaged.len(), 1);
+    let d = &rec.stats.damaged[0];
+    assert_eq!(
+        (d.segment, d.offset, d.len),
+        (locs.0.seg, locs.0.off, u64::from(locs.0.len))
+    );
+    assert!(rec.stats.torn_tail.is_none());
+    let m7 = rec.messages.iter().find(|m| m.id == 7).unwrap();
+    assert_eq!(m7.recipients[0].state, RcptState::Delivered);
+
+    // Damage to a length field: the frame seems to run past the next
+    // ones, yet they are found and the damage is not mistaken for a tear.
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[(locs.0.off + 5) as usize] = 0x7f;
+    std::fs::write(&seg, &bytes).unwrap();
+    let rec = recover_dir(dir).unwrap();
+    assert_eq!(rec.messages.len(), 9);
+    assert!(rec.stats.torn_tail.is_none());
+
+    // Damage at the end of a sealed (not last) segment is damage, not a tear.
+    let (j, rec) = open(dir);
+    assert_eq!(rec.messages.len(), 9);
+    drop(j);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let end = bytes.len();
+    bytes[end - 2] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    let rec = recover_dir(dir).unwrap();
+    assert!(rec.stats.torn_tail.is_none());
+    assert_eq!(rec.stats.damaged.len(), 2);
+    assert_eq!(
+        rec.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 6, 7, 8, 9, 10]
+    );
+    // The damaged record was the "delivered": a redelivery, never a loss.
+    let m7 = rec.messages.iter().find(|m| m.id == 7).unwrap();
+    assert_eq!(m7.recipients[0].state, PENDING);
+}
+
+fn small() -> JournalOptions {
+    JournalOptions {
+        segment_bytes: 8 << 10,
+        auto_compact: false,
+        ..JournalOptions::default()
+    }
+}
+
+#[test]
+fn segments_rotate_and_fully_final_ones_retire() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    run(async {
+        let (j, _) = open_with(dir, small());
+        for id in 1..=40 {
+            add(&j, id, &["a@d.test", "b@d.test"], &[b'm'; 1000]);
+            j.commit().await.unwrap();
+        }
+        let n = segments(dir).len();
+        assert!(n >= 5, "{n} segments");
+        for s in segments(dir) {
+            // A segment closes at the size (a record is never split).
+            assert!(std::fs::metadata(&s).unwrap().len() <= 8 << 10);
+        }
+        // Finish the first 20 messages: their segments go away, the rest stay.
+        for id in 1..=20 {
+            j.append_delivered(id, 0).unwrap();
+            j.append_bounced(id, 1).unwrap();
+        }
+        j.commit().await.unwrap();
+        j.retire().await.unwrap();
+        assert!(segments(dir).len() < n, "retired some");
+        assert!(j.stats().retired_segments > 0);
+        let rec = recover_dir(dir).unwrap();
+        assert_eq!(
+            rec.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            (21..=40).collect::<Vec<_>>()
+        );
+        // The outcomes outlive the messages they finished: harmless orphans.
+        assert!(rec.stats.orphan_records > 0);
+    });
+}
+
+#[test]
+fn compaction_moves_stragglers_forward_and_old_segments_go() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    run(async {
+        let (j, _) = open_with(dir, small());
+        for id in 1..=60 {
+            add(&j, id, &["a@d.test", "b@d.test", "c@d.test"], &[b'm'; 700]);
+        }
+        j.commit().await.unwrap();
+        // One deferred straggler per ten messages; everything else final.
+        for id in 1..=60 {
+            for r in 0..3 {
+                if id % 10 == 0 && r == 2 {
+                    j.append_deferred(id, r, 4, 1_800_000_000 + id).unwrap();
+                } else {
+                    j.append_delivered(id, r).unwrap();
+                }
+            }
+        }
+        j.append_checkpoint(b"cp").unwrap();
+        j.commit().await.unwrap();
+        j.retire().await.unwrap();
+        let before: Vec<PathBuf> = segments(dir);
+        assert!(j.needs_compaction());
+        let copied = j.compact().await.unwrap();
+        assert_eq!(copied, 6);
+        let after = segments(dir);
+        assert!(
+            before.iter().filter(|p| after.contains(p)).count() <= 1,
+            "old segments went: {before:?} {after:?}"
+        );
+        let (disk, live) = (j.disk_bytes(), j.live_bytes());
+        assert!(disk <= 2 * live + (8 << 10), "disk {disk} live {live}");
+        // A straggler finalised after the copy stays final.
+        j.append_delivered(10, 2).unwrap();
+        j.commit().await.unwrap();
+    });
+    let (_j, rec) = open_with(dir, small());
+    let v = view(&rec);
+    assert_eq!(
+        v.keys().copied().collect::<Vec<_>>(),
+        vec![20, 30, 40, 50, 60]
+    );
+    for (id, rcpts) in &v {
+        // The copy carries only the pending recipient, with its state.
+        let pending: Vec<_> = rcpts.iter().filter(|r| r.2.is_pending()).collect();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].0, 2);
+        assert_eq!(pending[0].1, "c@d.test");
+        assert_eq!(
+            pending[0].2,
+            RcptState::Pending {
+                attempts: 4,
+                next_attempt_unix: 1_800_000_000 + id
+            }
+        );
+    }
+    assert_eq!(rec.messages[0].body.len(), 700);
+    assert_eq!(rec.checkpoint.as_deref(), Some(&b"cp"[..]));
+    assert!(rec.stats.damaged.is_empty());
+}
+
+#[test]
+fn auto_compaction_keeps_disk_within_the_factor() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let seg = 8u64 << 10;
+    let opts = JournalOptions {
+        segment_bytes: seg,
+        ..JournalOptions::default()
+    };
+    let n = 1500u64;
+    run(async {
+        let (j, _) = open_with(dir, opts);
+        let mut worst: f64 = 0.0;
+        for id in 1..=n {
+            add(&j, id, &["a@d.test", "b@d.test"], &[b'm'; 300]);
+            j.commit().await.unwrap();
+            // Recipient a is delivered at once; b twenty messages later,
+            // except one in ten, which never finishes during the test.
+            j.append_delivered(id, 0).unwrap();
+            if id > 20 && (id - 20) % 10 != 0 {
+                j.append_delivered(id - 20, 1).unwrap();
+            }
+            j.commit().await.unwrap();
+            // Let the background upkeep run, as it would between batches.
+            glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
+            let (disk, live) = (j.disk_bytes(), j.live_bytes());
+            if id > 300 {
+                worst = worst.max(disk as f64 / live as f64);
+                // Sealed segments stay within the factor, give or take the
+                // segment that just sealed; plus the active one. (While a
+                // compaction is copying, the copies come first and the old
+                // segments go after, so that moment is not sampled.)
+                let compacting = j.sh.st.borrow().compacting;
+                if !compacting && disk > 2 * live + 2 * seg {
+                    let st = j.sh.st.borrow();
+                    let segs: Vec<_> = st
+                        .index
+                        .segs
+                        .iter()
+                        .map(|(k, v)| (*k, v.len, v.pending, v.live, v.refs.clone()))
+                        .collect();
+                    panic!(
+                        "id {id}: disk {disk} live {live} active {} compacting {} {segs:?}",
+                        st.active_seq, st.compacting
+                    );
+                }
+            }
+        }
+        eprintln!(
+            "worst disk/live {worst:.2}; disk {} live {} compactions {} retired {}",
+            j.disk_bytes(),
+            j.live_bytes(),
+            j.stats().compactions,
+            j.stats().retired_segments
+        );
+        assert!(j.stats().compactions > 0);
+    });
+    let (_j, rec) = open(dir);
+    let expect = (1..=n).filter(|id| id % 10 == 0 || *id > n - 20).count();
+    assert_eq!(rec.messages.len(), expect);
+    assert!(rec.stats.damaged.is_empty());
+}
+
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn fill(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut n = 0;
+    while f.write_all(&[0u8; 4096]).is_ok() {
+        n += 4096;
+    }
+    let _ = f.sync_all();
+    n
+}
+
+#[test]
+fn disk_full_is_reported_and_the_journal_recovers_when_space_returns() {
+    let mnt = TempDir::new().unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(mnt.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED disk_full test: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    let _umount = Tmpfs(mnt.path().to_path_buf());
+    let dir = mnt.path().join("shard-0");
+    let filler = mnt.path().join("filler");
+    let opts = JournalOptions {
+        segment_bytes: 32 << 10,
+        ..JournalOptions::default()
+    };
+    run(async {
+        let (j, _) = open_with(&dir, opts.clone());
+        add(&j, 1, &["a@d.test", "b@d.test"], &[b'1'; 2000]);
+        j.commit().await.unwrap();
+        let seg_len = j.disk_bytes();
+        fill(&filler);
+        // Give back two pages so the next batch is written in part.
+        let len = std::fs::metadata(&filler).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .unwrap()
+            .set_len(len - 8192)
+            .unwrap();
+
+        add(&j, 2, &["c@d.test"], &[b'2'; 20_000]);
+        let e = j.commit().await.unwrap_err();
+        assert!(e.is_no_space(), "{e}");
+        assert_eq!(j.disk_bytes(), seg_len, "nothing half-written left behind");
+        assert_eq!(recover_dir(&dir).unwrap().stats.torn_tail, None);
+        // Outcomes for durable messages fail the same way meanwhile, and
+        // several batches in a row fail without breaking anything.
+        add(&j, 3, &["c@d.test"], &[b'3'; 40_000]);
+        j.append_delivered(1, 0).unwrap();
+        assert!(j.commit().await.unwrap_err().is_no_space());
+        // The id of a failed message is free again.
+        std::fs::remove_file(&filler).unwrap();
+        add(&j, 2, &["c@d.test"], &[b'2'; 20_000]);
+        j.append_delivered(1, 0).unwrap();
+        j.commit().await.unwrap();
+        // Enough to rotate into a new segment after the failures.
+        for id in 4..10 {
+            add(&j, id, &["x@d.test"], &[b'x'; 6000]);
+            j.commit().await.unwrap();
+        }
+    });
+    let (_j, rec) = open_with(&dir, opts);
+    let v = view(&rec);
+    assert_eq!(
+        v.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2, 4, 5, 6, 7, 8, 9]
+    );
+    assert_eq!(v[&1][0].2, RcptState::Delivered);
+    assert_eq!(v[&1][1].2, PENDING);
+    assert_eq!(
+        rec.messages.iter().find(|m| m.id == 2).unwrap().body.len(),
+        20_000
+    );
+    assert!(rec.stats.damaged.is_empty() && rec.stats.torn_tail.is_none());
+}
+
+#[test]
+fn retire_dir_removes_a_rehomed_directory_and_refuses_an_open_one() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("shard-3");
+    write_some(&dir, 3);
+    let rec = recover_dir(&dir).unwrap();
+    assert_eq!(rec.messages.len(), 3);
+    {
+        let (_j, _) = open(&dir);
+        assert!(matches!(retire_dir(&dir), Err(JournalError::Locked { .. })));
+    }
+    assert!(retire_dir(&dir).unwrap() >= 1);
+    assert!(!dir.exists());
+}
+
+/// An operation of the property test.
+#[derive(Debug, Clone)]
+enum Op {
+    Msg(u8, u16),
+    Outcome(u8, u8, u8),
+    Checkpoint(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1u8..5, 0u16..600).prop_map(|(n, b)| Op::Msg(n, b)),
+        (any::<u8>(), any::<u8>(), 0u8..5).prop_map(|(m, r, k)| Op::Outcome(m, r, k)),
+        any::<u8>().prop_map(Op::Checkpoint),
+    ]
+}
+
+/// The model: what recovery must show after a prefix of operations.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Model {
+    msgs: View,
+    checkpoint: Option<Vec<u8>>,
+}
+
+impl Model {
+    fn normalised(&self) -> Model {
+        let mut m = self.clone();
+        m.msgs.retain(|_, r| r.iter().any(|r| r.2.is_pending()));
+        m
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Each operation is committed on its own, so the file is a sequence
+    /// of records in operation order; cutting it anywhere (and adding
+    /// garbage) must recover exactly the state after some prefix.
+    #[test]
+    fn any_crash_point_recovers_a_prefix(ops in prop::collection::vec(op(), 1..40), cut in any::<prop::sample::Index>(), junk in prop::collection::vec(any::<u8>(), 0..20)) {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let states = run(async move {
+            let (j, _) = open(&dir);
+            let mut model = Model::default();
+            let mut states = vec![model.normalised()];
+            let mut next_id = 1u64;
+            for op in ops {
+                match op {
+                    Op::Msg(n, b) => {
+                        let rcpts: Vec<String> = (0..n).map(|i| format!("r{i}@m{next_id}.test")).collect();
+                        j.append_message(&MessageRecord { id: next_id, reverse_path: "s@x", recipients: &rcpts, body: &vec![b as u8; b as usize], eight_bit: false, smtputf8: false, accepted_unix: 0 }).unwrap();
+                        model.msgs.insert(next_id, rcpts.into_iter().enumerate().map(|(i, a)| (i as u32, a, PENDING)).collect());
+                        next_id += 1;
+                    }
+                    Op::Outcome(m, r, k) => {
+                        let live: Vec<u64> = model.normalised().msgs.keys().copied().collect();
+                        if live.is_empty() { continue; }
+                        let id = live[m as usize % live.len()];
+                        let rc = model.msgs.get_mut(&id).unwrap();
+                        let Some(slot) = rc.iter_mut().filter(|r| r.2.is_pending()).nth(r as usize % 4) else { continue };
+                        let o = match k {
+                            0 => Outcome::Delivered,
+                            1 => Outcome::Bounced,
+                            2 => Outcome::Expired,
+                            3 => Outcome::Moved,
+                            _ => Outcome::Deferred { attempts: u32::from(r), next_attempt_unix: u64::from(m) },
+                        };
+                        j.append_outcome(id, slot.0, o).unwrap();
+                        slot.2 = o.state();
+                    }
+                    Op::Checkpoint(b) => {
+                        j.append_checkpoint(&[b; 3]).unwrap();
+                        model.checkpoint = Some(vec![b; 3]);
+                    }
+                }
+                j.commit().await.unwrap();
+                states.push(model.normalised());
+            }
+            states
+        });
+        let seg = segments(tmp.path()).pop().unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let at = frame::SEGMENT_HEADER + cut.index(bytes.len() - frame::SEGMENT_HEADER + 1);
+        bytes.truncate(at);
+        bytes.extend_from_slice(&junk);
+        std::fs::write(&seg, &bytes).unwrap();
+        let rec = recover_dir(tmp.path()).unwrap();
+        let got = Model { msgs: view(&rec), checkpoint: rec.checkpoint.clone() };
+        prop_assert!(states.contains(&got), "recovered state is no prefix: {got:?}");
+        prop_assert!(rec.stats.damaged.is_empty(), "{:?}", rec.stats.damaged);
+    }
+
+    /// Random damage anywhere never panics recovery or open.
+    #[test]
+    fn random_damage_never_panics(flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..20)) {
+        let tmp = TempDir::new().unwrap();
+        write_some(tmp.path(), 12);
+        let seg = segments(tmp.path()).pop().unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        for (i, b) in flips {
+            let n = bytes.len();
+            bytes[i.index(n)] = b;
+        }
+        std::fs::write(&seg, &bytes).unwrap();
+        let rec = recover_dir(tmp.path()).unwrap();
+        prop_assert!(rec.messages.len() <= 12);
+        let (_j, rec2) = open(tmp.path());
+        prop_assert_eq!(rec.messages.len(), rec2.messages.len());
+    }
+}
+
+/// Prints the figures quoted in the journal's documentation. Run with
+/// `cargo test --release --lib journal::tests::measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure() {
+    use std::time::Instant;
+    let tmp = TempDir::new().unwrap();
+    // Bytes per recipient: a 1 KiB message with one recipient, then its
+    // delivered record.
+    let (per_msg, per_outcome) = run(async {
+        let (j, _) = open(&tmp.path().join("a"));
+        let t = add(&j, 123_456_789, &["someone@example.com"], &[b'x'; 1024]);
+        let o = j.append_delivered(123_456_789, 0).unwrap();
+        j.commit().await.unwrap();
+        (t.end - t.start, o.end - o.start)
+    });
+    println!("1 KiB message + 1 recipient: {per_msg} bytes; delivered record: {per_outcome} bytes; overhead beyond the body: {} bytes", per_msg + per_outcome - 1024);
+
+    // Group commit throughput with many concurrent committers.
+    for (committers, per) in [(1u64, 2000u64), (64, 200), (512, 40)] {
+        let d = tmp.path().join(format!("gc{committers}"));
+        let (el, syncs, p50, p99) = run(async move {
+            let (j, _) = open(&d);
+            let t0 = Instant::now();
+            let mut tasks = Vec::new();
+            for c in 0..committers {
+                let j = j.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    for k in 0..per {
+                        add(&j, c * 1_000_000 + k, &["r@d.test"], &[b'x'; 1024]);
+                        j.commit().await.unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            let h = j.fsync_histogram();
+            (
+                t0.elapsed(),
+                j.stats().syncs,
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+            )
+        });
+        let n = committers * per;
+        println!(
+            "{committers} committers: {n} msgs in {el:?} = {:.0} msg/s, {syncs} fdatasyncs ({:.1} msgs/sync), fdatasync p50 {p50} µs p99 {p99} µs",
+            n as f64 / el.as_secs_f64(),
+            n as f64 / syncs as f64
+        );
+    }
+
+    // Recovery of one million pending recipients.
+    for (msgs, rcpts, body) in [(10_000u64, 100usize, 1024usize), (1_000_000, 1, 256)] {
+        let d = tmp.path().join(format!("r{msgs}"));
+        let names: Vec<String> = (0..rcpts)
+            .map(|i| format!("recipient{i}@example{}.com", i % 7))
+            .collect();
+        run({
+            let d = d.clone();
+            async move {
+                let (j, _) = open(&d);
+                for id in 0..msgs {
+                    add(
+                        &j,
+                        id,
+                        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+                        &vec![b'b'; body],
+                    );
+                    if id % 1000 == 999 {
+                        j.commit().await.unwrap();
+                    }
+                }
+                j.commit().await.unwrap();
+            }
+        });
+        let t0 = Instant::now();
+        let (_j, rec) = open(&d);
+        let el = t0.elapsed();
+        let s = &rec.stats;
+        println!(
+            "recovery: {} msgs × {rcpts} rcpts ({} pending recipients, {} MiB, {} segments) in {el:?} (replay {:?})",
+            s.messages,
+            s.recipients_pending,
+            s.bytes >> 20,
+            s.segments,
+            s.elapsed
+        );
+        assert_eq!(s.recipients_pending, msgs * rcpts as u64);
+    }
+}
