@@ -16,7 +16,8 @@ type = "MX"
 data = "10 mx.lab.test"
 "#;
 
-const CONFIG: &str = "ack = \"downstream\"\n[delivery]\ntls = \"none\"\nretry = { intervals = [\"1s\"] }\n";
+const CONFIG: &str =
+    "ack = \"downstream\"\n[delivery]\ntls = \"none\"\nretry = { intervals = [\"1s\"] }\n";
 
 /// Sends one message and returns the reply to its end of data.
 fn send_one(lab: &Lab, id: &str, rcpts: &[&str]) -> String {
@@ -63,7 +64,9 @@ fn refusals_and_deferrals_go_back_to_the_client_without_our_dsn() {
     let reply = send_one(&lab, "mixed", &["ok@d1.test", "permfail@d2.test"]);
     expect(&reply, "250 2.0.0");
     let r = lab.wait_sink("the DSN for the mixed message", |r| {
-        r.domains.get("sender.test").is_some_and(|d| d.accepted >= 1)
+        r.domains
+            .get("sender.test")
+            .is_some_and(|d| d.accepted >= 1)
     });
     // DSNs go out in arrival order: had the refused message produced one,
     // it would be here by now.

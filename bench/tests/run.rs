@@ -83,6 +83,7 @@ fn committed_scenarios_parse() {
             "demo",
             "fanout",
             "hung",
+            "hung-baseline",
             "relay-1k",
             "relay-1k-postfix",
             "throttled"

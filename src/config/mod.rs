@@ -43,23 +43,19 @@ impl Config {
     /// Checks rules that involve more than one value (the single-value rules
     /// live in the newtypes). Returns the key to blame and the reason.
     fn check_cross_field(&self) -> Result<(), (&'static str, String)> {
-        match self.ack {
-            AckMode::Memory => {}
-            AckMode::Journal => return Err((
+        if self.ack == AckMode::Downstream && self.route != Route::Deliver {
+            return Err((
                 "ack",
-                "ack = \"journal\" needs the durable journal, which this build does not have yet; \
-                     use ack = \"memory\" (the default) until it lands"
+                "ack = \"downstream\" answers with the destinations' replies, so it needs \
+                 route = \"deliver\""
                     .into(),
-            )),
-            AckMode::Downstream if self.route != Route::Deliver => {
-                return Err((
-                    "ack",
-                    "ack = \"downstream\" answers with the destinations' replies, so it needs \
-                     route = \"deliver\""
-                        .into(),
-                ))
-            }
-            AckMode::Downstream => {}
+            ));
+        }
+        if self.journal.compact_factor.is_nan() || self.journal.compact_factor < 1.0 {
+            return Err(("compact_factor", "must be at least 1".into()));
+        }
+        if self.journal.segment_size.0 < 64 * 1024 {
+            return Err(("segment_size", "must be at least 64KiB".into()));
         }
         if self.smtp.listen.is_empty() {
             return Err(("listen", "at least one listen address is required".into()));

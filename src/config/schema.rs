@@ -37,6 +37,31 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// DNS resolution for delivery: nameservers, cache, static routes.
     pub dns: crate::dns::ResolverConfig,
+    /// The per-shard journal (`ack = "journal"`).
+    pub journal: JournalConfig,
+}
+
+/// The journal: one directory of segment files per shard under
+/// `state_dir/journal/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    /// A segment file is closed at this size. Default 64 MiB.
+    pub segment_size: ByteSize,
+    /// Compact when sealed segments exceed live data × this. Default 2.
+    pub compact_factor: f64,
+    /// Refuse new mail (452) while this much waits to be written. Default 64 MiB.
+    pub max_buffered: ByteSize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            segment_size: ByteSize(64 << 20),
+            compact_factor: 2.0,
+            max_buffered: ByteSize(64 << 20),
+        }
+    }
 }
 
 impl Default for Config {
@@ -44,7 +69,7 @@ impl Default for Config {
         Config {
             hostname: default_hostname(),
             cores: Cores::All,
-            ack: AckMode::Memory,
+            ack: AckMode::Journal,
             route: Route::Deliver,
             state_dir: PathBuf::from("/var/lib/sluice"),
             smtp: SmtpConfig::default(),
@@ -54,6 +79,7 @@ impl Default for Config {
             log: LogConfig::default(),
             delivery: DeliveryConfig::default(),
             dns: crate::dns::ResolverConfig::default(),
+            journal: JournalConfig::default(),
         }
     }
 }

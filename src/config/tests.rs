@@ -14,7 +14,7 @@ fn empty_file_is_the_defaults() {
     assert_eq!(c.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
     assert!(c.smtp.relay_networks[0].contains("127.0.0.1".parse().unwrap()));
     assert!(!c.smtp.relay_networks[0].contains("127.0.0.2".parse().unwrap()));
-    assert_eq!(c.ack, AckMode::Memory);
+    assert_eq!(c.ack, AckMode::Journal);
     assert_eq!(c.smtp.command_timeout.0.as_secs(), 300);
 }
 
@@ -62,10 +62,16 @@ fn invalid_values_are_rejected_with_location() {
 }
 
 #[test]
-fn journal_ack_is_refused_until_the_journal_exists() {
-    let e = err("\n\nack = \"journal\"\n");
+fn downstream_ack_needs_the_deliver_route() {
+    let e = err("\n\nack = \"downstream\"\nroute = \"discard\"\n");
     assert!(e.starts_with("/etc/sluice.toml:3: key `ack`"), "{e}");
-    assert!(e.contains("journal"), "{e}");
+    assert!(e.contains("deliver"), "{e}");
+}
+
+#[test]
+fn journal_limits_are_checked() {
+    let e = err("[journal]\nsegment_size = \"1KiB\"\n");
+    assert!(e.contains(":2: key `journal.segment_size`"), "{e}");
 }
 
 #[test]

@@ -340,6 +340,7 @@ fn apply(
             msg: slot.msg.clone(),
             addr: std::mem::replace(&mut slot.addr, Arc::from("")),
             attempts: slot.attempts,
+            index: slot.index,
         };
         engine.outcome(dest, rcpt, outcome, info);
     }

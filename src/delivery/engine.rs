@@ -23,6 +23,7 @@ use super::log::{DeliveryLog, Entry};
 use super::queue::{Msg, Rcpt, RcptQueue};
 use super::queues::{Queue, Queues};
 use crate::dns::{Destination, ResolveError, Resolver, RouteTarget};
+use crate::journal::{Journal, Outcome as Recorded};
 use crate::shard::ack::{Decision, FirstOutcome};
 use crate::shard::{Backlog, Envelope, ShardLoad};
 use crate::smtp::client::Outcome;
@@ -188,6 +189,7 @@ pub struct Engine {
     dsns: RefCell<Vec<PendingDsn>>,
     pub(super) next_txn: Cell<u64>,
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
+    journal: Option<Rc<Journal>>,
 }
 
 fn unix_now() -> u64 {
@@ -213,6 +215,7 @@ impl Engine {
         log: Rc<DeliveryLog>,
         backlog: Rc<RefCell<Backlog>>,
         load: Arc<ShardLoad>,
+        journal: Option<Rc<Journal>>,
     ) -> Rc<Self> {
         let tls = super::tls::client_config(settings.tls_verify);
         Rc::new(Engine {
@@ -233,6 +236,7 @@ impl Engine {
             dsns: RefCell::new(Vec::new()),
             next_txn: Cell::new(1),
             tls,
+            journal,
         })
     }
 
@@ -291,13 +295,14 @@ impl Engine {
             self.load.publish(&b);
         }
         let mut touched: Vec<Rc<Dest>> = Vec::new();
-        for addr in env.recipients {
+        for (index, addr) in env.recipients.into_iter().enumerate() {
             let domain = crate::shard::hash::domain_of(&addr).to_ascii_lowercase();
             let dest = self.dest(&domain);
             dest.waiting.borrow_mut().push(Rcpt {
                 msg: msg.clone(),
                 addr: Arc::from(addr),
                 attempts: 0,
+                index: u32::try_from(index).unwrap_or(u32::MAX),
             });
             if !touched.iter().any(|d| Rc::ptr_eq(d, &dest)) {
                 touched.push(dest);
@@ -306,6 +311,96 @@ impl Engine {
         for d in touched {
             self.kick(&d);
         }
+    }
+
+    /// Puts a message recovered from the journal back in the queues: each
+    /// pending recipient whose domain `mine` accepts waits for its recorded
+    /// next attempt, with its attempt count. The pending recipients of other
+    /// shards (after a change of core count) come back as an envelope for
+    /// them, with their indexes here (to be recorded as moved once the new
+    /// owner has them).
+    pub fn restore(
+        self: &Rc<Self>,
+        m: crate::journal::RecoveredMessage,
+        mine: impl Fn(&str) -> bool,
+    ) -> Option<(Envelope, Vec<u32>)> {
+        let pending: Vec<_> = m
+            .recipients
+            .into_iter()
+            .filter_map(|r| match r.state {
+                crate::journal::RcptState::Pending {
+                    attempts,
+                    next_attempt_unix,
+                } if !r.addr.is_empty() => Some((r.index, r.addr, attempts, next_attempt_unix)),
+                _ => None,
+            })
+            .collect();
+        let (local, foreign): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|(_, addr, _, _)| {
+                mine(&crate::shard::hash::domain_of(addr).to_ascii_lowercase())
+            });
+        let reverse_path: Arc<str> = Arc::from(m.reverse_path.as_str());
+        if !local.is_empty() {
+            let msg = Rc::new(Msg {
+                id: m.id,
+                reverse_path: reverse_path.clone(),
+                eight_bit: m.eight_bit,
+                smtputf8: m.smtputf8,
+                body: m.body.clone(),
+                accepted_unix: m.accepted_unix,
+                pending: Cell::new(local.len() as u32),
+                ack: None,
+            });
+            {
+                let mut b = self.backlog.borrow_mut();
+                b.queued_messages += 1;
+                b.queued_bytes += msg.body.len() as u64;
+                self.load.publish(&b);
+            }
+            let now_unix = unix_now();
+            let now = Instant::now();
+            let mut touched: Vec<Rc<Dest>> = Vec::new();
+            for (index, addr, attempts, next) in local {
+                let domain = crate::shard::hash::domain_of(&addr).to_ascii_lowercase();
+                let dest = self.dest(&domain);
+                let rcpt = Rcpt {
+                    msg: msg.clone(),
+                    addr: Arc::from(addr),
+                    attempts,
+                    index,
+                };
+                if next > now_unix {
+                    self.schedule(dest, rcpt, now + Duration::from_secs(next - now_unix));
+                } else {
+                    dest.waiting.borrow_mut().push(rcpt);
+                    if !touched.iter().any(|d| Rc::ptr_eq(d, &dest)) {
+                        touched.push(dest);
+                    }
+                }
+            }
+            for d in touched {
+                self.kick(&d);
+            }
+        }
+        if foreign.is_empty() {
+            return None;
+        }
+        let indexes = foreign.iter().map(|f| f.0).collect();
+        let env = Envelope {
+            id: m.id,
+            reverse_path,
+            recipients: foreign.into_iter().map(|f| f.1).collect(),
+            body: m.body,
+            eight_bit: m.eight_bit,
+            smtputf8: m.smtputf8,
+            ack: None,
+        };
+        Some((env, indexes))
+    }
+
+    /// The journal, when `ack = "journal"`.
+    pub fn journal(&self) -> Option<&Rc<Journal>> {
+        self.journal.as_ref()
     }
 
     fn dest(&self, domain: &str) -> Rc<Dest> {
@@ -522,11 +617,13 @@ impl Engine {
         }
         match outcome {
             Outcome::Delivered(r) => {
+                self.record(&rcpt, Recorded::Delivered);
                 self.log_entry("delivered", dest, &rcpt, r, via);
                 self.count(|c| c.delivered += 1);
                 self.finish(&rcpt);
             }
             Outcome::Bounced(r) => {
+                self.record(&rcpt, Recorded::Bounced);
                 self.log_entry("bounced", dest, &rcpt, r, via);
                 self.count(|c| c.bounced += 1);
                 self.add_dsn(&rcpt, r, via);
@@ -547,6 +644,7 @@ impl Engine {
                 r.text()
             );
             let expired = Reply::new(550, Some((5, 4, 7)), text);
+            self.record(&rcpt, Recorded::Expired);
             self.log_entry("expired", dest, &rcpt, &expired, via);
             self.count(|c| c.expired += 1);
             self.add_dsn(&rcpt, &expired, via);
@@ -564,8 +662,28 @@ impl Engine {
             }
         }
         let unit = f64::from(rand::random::<u16>()) / 65536.0;
-        let due = Instant::now() + queue.retry.delay(rcpt.attempts, unit);
-        self.schedule(dest.clone(), rcpt, due);
+        let delay = queue.retry.delay(rcpt.attempts, unit);
+        self.record(
+            &rcpt,
+            Recorded::Deferred {
+                attempts: rcpt.attempts,
+                next_attempt_unix: unix_now() + delay.as_secs(),
+            },
+        );
+        self.schedule(dest.clone(), rcpt, Instant::now() + delay);
+    }
+
+    /// Journals a recipient's outcome (when there is a journal). Nobody
+    /// waits for it, but it is written at once: a delivered recipient
+    /// whose record is lost in a crash would be delivered again.
+    fn record(&self, rcpt: &Rcpt, outcome: Recorded) {
+        let Some(j) = &self.journal else { return };
+        match j.append_outcome(rcpt.msg.id, rcpt.index, outcome) {
+            Ok(_) => j.request_flush(),
+            // Mail the journal never took (a DSN on a full disk) has no
+            // record to update.
+            Err(e) => tracing::debug!(error = %e, "journal: outcome not recorded"),
+        }
     }
 
     fn schedule(&self, dest: Rc<Dest>, rcpt: Rcpt, due: Instant) {

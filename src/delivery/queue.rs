@@ -44,6 +44,9 @@ pub struct Rcpt {
     pub addr: Arc<str>,
     /// Attempts made so far.
     pub attempts: u32,
+    /// Its position in the shard's part of the message (what journal
+    /// records refer to).
+    pub index: u32,
 }
 
 /// Recipients of one destination waiting for a connection.
@@ -118,6 +121,7 @@ mod tests {
                     msg: m.clone(),
                     addr: Arc::from(format!("r{i}@d.test")),
                     attempts: 0,
+                    index: i,
                 });
             }
         }

@@ -81,6 +81,25 @@ impl Outbox {
         }
     }
 
+    /// How many shards a message with these recipients is split over (the
+    /// parts a journal acknowledgement waits for).
+    pub fn parts(&self, recipients: &[String]) -> usize {
+        let n = self.batches.len();
+        let mut seen = [0u64; 4];
+        let mut parts = 0;
+        for r in recipients {
+            let s = shard_of(domain_of(r), n) % 256;
+            let (word, bit) = (s / 64, 1u64 << (s % 64));
+            if let Some(w) = seen.get_mut(word) {
+                if *w & bit == 0 {
+                    *w |= bit;
+                    parts += 1;
+                }
+            }
+        }
+        parts
+    }
+
     /// Hands every pending batch to its shard. Waits (backpressure) when a
     /// remote shard's channel is full.
     pub async fn flush(&mut self, core: &Core) -> Result<(), ()> {

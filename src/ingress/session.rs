@@ -16,6 +16,10 @@ use glommio::net::TcpStream;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// How long a client waits for the journal before it is told 451: far
+/// beyond a healthy fsync, well within a client's 10-minute DATA timeout.
+const JOURNAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Initial and largest read buffer per session.
 const READ_INITIAL: usize = 2 * 1024;
 const READ_MAX: usize = 256 * 1024;
@@ -54,7 +58,14 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
     let mut outbox = Outbox::new(core.shards);
     let mut progress = session.progress();
     let mut deadline = Instant::now() + session.timeout();
-    let downstream = shared.config.ack == AckMode::Downstream;
+    // Whether the reply to DATA waits for the shards, and for what.
+    let deliver = shared.config.route == crate::config::Route::Deliver;
+    let waits = match shared.config.ack {
+        AckMode::Downstream => Some(AckMode::Downstream),
+        // discard and hold keep nothing, so there is nothing to make durable.
+        AckMode::Journal if deliver => Some(AckMode::Journal),
+        _ => None,
+    };
     let mut awaiting: Option<(u64, Ack)> = None;
 
     loop {
@@ -70,10 +81,14 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
             while let Some(event) = session.poll_event() {
                 moved = true;
                 match event {
-                    Event::Message(m) if downstream => {
-                        // The answer waits for the destinations (below).
+                    Event::Message(m) if waits.is_some() => {
+                        // The answer waits for the shards (below).
                         let id = core.next_queue_id();
-                        let ack = Ack::downstream(m.recipients.len());
+                        let ack = if waits == Some(AckMode::Journal) {
+                            Ack::journal(outbox.parts(&m.recipients))
+                        } else {
+                            Ack::downstream(m.recipients.len())
+                        };
                         outbox.add(id, m, Some(ack.clone()));
                         awaiting = Some((id, ack));
                     }
@@ -123,7 +138,10 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
             return;
         }
         if let Some((id, ack)) = awaiting.take() {
-            let timeout = shared.config.delivery.downstream_timeout.0;
+            let timeout = match waits {
+                Some(AckMode::Journal) => JOURNAL_TIMEOUT,
+                _ => shared.config.delivery.downstream_timeout.0,
+            };
             let verdict = match ack.wait(timeout).await {
                 Decision::Returned | Decision::Refused => Verdict::Rejected(ack.failure_reply()),
                 _ => Verdict::Accepted { queue_id: id },

@@ -110,10 +110,14 @@ pub async fn run(
     let load = shared.loads.get(index).cloned().unwrap_or_default();
     let per_core = shared.config.smtp.max_connections.div_ceil(shards.max(1));
     let backlog = Rc::new(RefCell::new(crate::shard::Backlog::default()));
+    let mut recovery = None;
     let engine = match shared.config.route {
         crate::config::Route::Deliver => {
             match build_engine(&shared, index, backlog.clone(), load.clone()) {
-                Ok(e) => Some(e),
+                Ok((e, r)) => {
+                    recovery = r;
+                    Some(e)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the delivery engine");
                     eprintln!("sluice: cannot start the delivery engine: {e}");
@@ -161,6 +165,10 @@ pub async fn run(
         ))
         .detach();
         glommio::spawn_local(dsn_loop(core.clone(), engine.clone())).detach();
+        if let Some(r) = recovery.take() {
+            glommio::spawn_local(super::recovery::restore(core.clone(), engine.clone(), r))
+                .detach();
+        }
     }
     let listeners: Vec<_> = sockets
         .into_iter()
@@ -175,6 +183,12 @@ pub async fn run(
     let deadline = Instant::now() + STOP_GRACE;
     while core.sessions.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(j) = engine.as_ref().and_then(|e| e.journal()) {
+        // Outcome records of the last moments: written before we go.
+        if let Err(e) = j.commit().await {
+            tracing::warn!(error = %e, "journal: final commit failed");
+        }
     }
     let counts = core.shard.borrow().backlog();
     let delivery = engine.as_ref().map(|e| {
@@ -192,7 +206,13 @@ fn build_engine(
     index: usize,
     backlog: Rc<RefCell<crate::shard::Backlog>>,
     load: Arc<crate::shard::ShardLoad>,
-) -> Result<Rc<crate::delivery::Engine>, String> {
+) -> Result<
+    (
+        Rc<crate::delivery::Engine>,
+        Option<crate::journal::Recovery>,
+    ),
+    String,
+> {
     let c = &shared.config;
     let resolver = crate::dns::Resolver::new(c.dns.clone()).map_err(|e| e.to_string())?;
     let queues = crate::delivery::queues::Queues::new(
@@ -210,9 +230,15 @@ fn build_engine(
         .log
         .then(|| c.state_dir.join(format!("delivery-{index}.jsonl")));
     let log = crate::delivery::log::DeliveryLog::new(log_path);
-    Ok(crate::delivery::Engine::new(
-        settings, queues, resolver, log, backlog, load,
-    ))
+    let (journal, recovery) = if c.ack == crate::config::AckMode::Journal {
+        let (j, r) = super::recovery::open_journal(c, index)?;
+        (Some(Rc::new(j)), Some(r))
+    } else {
+        (None, None)
+    };
+    let engine =
+        crate::delivery::Engine::new(settings, queues, resolver, log, backlog, load, journal);
+    Ok((engine, recovery))
 }
 
 /// Sends the DSNs the engine collected to the shards that own the original

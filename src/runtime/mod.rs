@@ -6,6 +6,7 @@
 //! handles signals; everything on the mail path runs on the executors.
 
 mod core;
+mod recovery;
 mod shared;
 
 pub use self::core::{Core, SessionGuard};

@@ -1,6 +1,13 @@
-//! `ack = "downstream"`: the client's reply to the end of DATA waits for
-//! the destinations' answers.
+//! The client's reply to the end of DATA, when it must wait for the
+//! shards: for the journal (`ack = "journal"`: every owning shard made its
+//! part durable) or for the destinations (`ack = "downstream"`).
 //!
+//! Under `journal`, each shard part reports stored or failed; one failed
+//! part fails the message (`452 4.3.1` on a full disk) and the parts that
+//! were stored are withdrawn, so a client that sends again never causes a
+//! duplicate. A deadline that passes also fails it, for the same reason.
+//!
+//! Under `downstream`:
 //! A message may be split over several shards (its recipients' domains),
 //! so the shared state is an `Arc` with atomics, touched once per
 //! recipient's *first* outcome by whichever shard owns it, and awaited by
@@ -55,7 +62,14 @@ pub enum FirstOutcome {
     Bounced,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Journal,
+    Downstream,
+}
+
 struct State {
+    mode: Mode,
     waiting: AtomicU32,
     delivered: AtomicU32,
     deferred: AtomicU32,
@@ -78,8 +92,43 @@ impl std::fmt::Debug for Ack {
 impl Ack {
     /// An acknowledgement waiting for `recipients` first outcomes.
     pub fn downstream(recipients: usize) -> Ack {
+        Self::new(Mode::Downstream, recipients)
+    }
+
+    /// An acknowledgement waiting for `parts` shards to store their part.
+    pub fn journal(parts: usize) -> Ack {
+        Self::new(Mode::Journal, parts)
+    }
+
+    /// A shard made its part durable.
+    pub fn part_stored(&self) {
+        self.record(
+            FirstOutcome::Delivered,
+            &Reply::new(250, Some((2, 0, 0)), "stored"),
+        );
+    }
+
+    /// A shard could not store its part; `reply` says why (4xx).
+    pub fn part_failed(&self, reply: &Reply) {
+        self.record(FirstOutcome::Deferred, reply);
+    }
+
+    /// Waits (without a deadline) until the decision is made.
+    pub async fn decided(&self) -> Decision {
+        loop {
+            let listener = self.0.done.listen();
+            let d = self.decision();
+            if d != Decision::Pending {
+                return d;
+            }
+            listener.await;
+        }
+    }
+
+    fn new(mode: Mode, n: usize) -> Ack {
         Ack(Arc::new(State {
-            waiting: AtomicU32::new(u32::try_from(recipients).unwrap_or(u32::MAX)),
+            mode,
+            waiting: AtomicU32::new(u32::try_from(n).unwrap_or(u32::MAX)),
             delivered: AtomicU32::new(0),
             deferred: AtomicU32::new(0),
             decision: AtomicU8::new(PENDING),
@@ -118,19 +167,23 @@ impl Ack {
         let delivered = s.delivered.load(Ordering::Acquire);
         let deferred = s.deferred.load(Ordering::Acquire);
         let all_failed = delivered == 0;
-        let decision = match (all_failed, deferred) {
-            (true, 0) => REFUSED,
-            (true, _) => RETURNED,
-            _ => ACCEPTED,
+        let decision = match (s.mode, all_failed, deferred) {
+            (Mode::Journal, _, 0) => ACCEPTED,
+            (Mode::Journal, _, _) => RETURNED,
+            (Mode::Downstream, true, 0) => REFUSED,
+            (Mode::Downstream, true, _) => RETURNED,
+            (Mode::Downstream, false, _) => ACCEPTED,
         };
-        // A timed-out waiter may already have accepted: that stands.
+        // A timed-out waiter may already have decided: that stands.
         let _ = s
             .decision
             .compare_exchange(PENDING, decision, Ordering::AcqRel, Ordering::Acquire);
         s.done.notify(usize::MAX);
     }
 
-    /// Waits for the decision, at most `timeout`; a timeout accepts.
+    /// Waits for the decision, at most `timeout`. A timeout accepts under
+    /// `downstream` (the destinations are slow; the message stays with us)
+    /// and fails under `journal` (a 250 must never precede durability).
     pub async fn wait(&self, timeout: Duration) -> Decision {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -141,9 +194,19 @@ impl Ack {
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
+                if self.0.mode == Mode::Journal {
+                    remember(
+                        &self.0.first_temp,
+                        &Reply::new(451, Some((4, 3, 0)), "the journal did not answer in time"),
+                    );
+                }
+                let on_timeout = match self.0.mode {
+                    Mode::Journal => RETURNED,
+                    Mode::Downstream => ACCEPTED,
+                };
                 let _ = self.0.decision.compare_exchange(
                     PENDING,
-                    ACCEPTED,
+                    on_timeout,
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 );
@@ -163,6 +226,9 @@ impl Ack {
             Decision::Refused => lock(&s.first_perm)
                 .clone()
                 .unwrap_or_else(|| Reply::new(550, Some((5, 0, 0)), "refused by the destination")),
+            _ if s.mode == Mode::Journal => lock(&s.first_temp)
+                .clone()
+                .unwrap_or_else(|| Reply::new(451, Some((4, 3, 0)), "could not store the message")),
             _ => {
                 let first = lock(&s.first_temp).clone();
                 let (status, text) = match &first {
@@ -226,6 +292,20 @@ mod tests {
         let a = Ack::downstream(2);
         a.record(FirstOutcome::Deferred, &temp);
         a.record(FirstOutcome::Delivered, &ok);
+        assert_eq!(a.decision(), Decision::Accepted);
+    }
+
+    #[test]
+    fn one_failed_journal_part_fails_the_message() {
+        let full = r(452, (4, 3, 1), "disk full");
+        let a = Ack::journal(2);
+        a.part_stored();
+        assert_eq!(a.decision(), Decision::Pending);
+        a.part_failed(&full);
+        assert_eq!(a.decision(), Decision::Returned);
+        assert_eq!(a.failure_reply(), full);
+        let a = Ack::journal(1);
+        a.part_stored();
         assert_eq!(a.decision(), Decision::Accepted);
     }
 }

@@ -16,6 +16,9 @@ pub use load::{Backlog, ShardLoad};
 
 use crate::config::Route;
 use crate::delivery::Engine;
+use crate::journal::{Journal, JournalError, MessageRecord, Ticket};
+use crate::smtp::Reply;
+use ack::Decision;
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -82,6 +85,7 @@ impl Shard {
 
     /// Takes ownership of envelopes for this shard's domains.
     pub fn accept(&mut self, batch: impl IntoIterator<Item = Envelope>) {
+        let mut stored = Vec::new();
         for env in batch {
             {
                 let mut b = self.backlog.borrow_mut();
@@ -93,7 +97,10 @@ impl Shard {
                 }
             }
             match (self.route, &self.engine) {
-                (Route::Deliver, Some(engine)) => engine.intake(env),
+                (Route::Deliver, Some(engine)) => match engine.journal() {
+                    Some(j) => self.journal_append(j, env, &mut stored),
+                    None => engine.intake(env),
+                },
                 (Route::Hold, _) => self.held.push_back(env),
                 // Discard, or deliver without an engine (startup refuses
                 // that combination): counted and dropped.
@@ -101,6 +108,27 @@ impl Shard {
             }
         }
         self.load.publish(&self.backlog.borrow());
+        if let (Some(engine), false) = (&self.engine, stored.is_empty()) {
+            glommio::spawn_local(commit(engine.clone(), stored)).detach();
+        }
+    }
+
+    /// Appends an envelope to the journal; the caller commits the batch.
+    /// A refusal fails the client's acknowledgement with the reason.
+    fn journal_append(&self, j: &Journal, env: Envelope, stored: &mut Vec<(Envelope, Ticket)>) {
+        let record = MessageRecord {
+            id: env.id,
+            reverse_path: &env.reverse_path,
+            recipients: &env.recipients,
+            body: &env.body,
+            eight_bit: env.eight_bit,
+            smtputf8: env.smtputf8,
+            accepted_unix: unix_now(),
+        };
+        match j.append_message(&record) {
+            Ok(t) => stored.push((env, t)),
+            Err(e) => refused(self.engine.as_ref(), env, &e),
+        }
     }
 
     /// Envelopes held by the `hold` route, oldest first.
@@ -117,4 +145,85 @@ impl Shard {
     pub fn engine(&self) -> Option<&Rc<Engine>> {
         self.engine.as_ref()
     }
+}
+
+/// The reply for a message the journal could not take.
+pub fn journal_reply(e: &JournalError) -> Reply {
+    match e {
+        JournalError::NoSpace { .. } | JournalError::Backpressure { .. } => Reply::new(
+            452,
+            Some((4, 3, 1)),
+            "Insufficient system storage, try again later",
+        ),
+        _ => Reply::new(
+            451,
+            Some((4, 3, 0)),
+            "Could not store the message, try again later",
+        ),
+    }
+}
+
+/// An envelope the journal refused: the client hears why; mail of our own
+/// (DSNs, re-homed recipients) has no client, so it is kept in memory
+/// rather than dropped.
+fn refused(engine: Option<&Rc<Engine>>, env: Envelope, e: &JournalError) {
+    match env.ack.clone() {
+        Some(ack) => ack.part_failed(&journal_reply(e)),
+        None => {
+            tracing::warn!(error = %e, id = env.id, "journal refused our own mail; kept in memory only");
+            if let Some(engine) = engine {
+                engine.intake(env);
+            }
+        }
+    }
+}
+
+/// Waits for a batch to be durable, then hands each envelope to delivery
+/// once its client has been told 250. A part whose message failed on
+/// another shard is withdrawn (recorded as moved: the client sends it
+/// again), so a retry never duplicates it.
+async fn commit(engine: Rc<Engine>, stored: Vec<(Envelope, Ticket)>) {
+    let Some(j) = engine.journal().cloned() else {
+        return;
+    };
+    for (env, ticket) in stored {
+        let result = j.durable(ticket).await;
+        let ack = env.ack.clone();
+        match (result, ack) {
+            (Err(e), _) => refused(Some(&engine), env, &e),
+            (Ok(()), None) => engine.intake(env),
+            (Ok(()), Some(ack)) => {
+                ack.part_stored();
+                match ack.decision() {
+                    Decision::Accepted => engine.intake(env),
+                    Decision::Pending => {
+                        let (engine, j) = (engine.clone(), j.clone());
+                        glommio::spawn_local(async move {
+                            match ack.decided().await {
+                                Decision::Accepted => engine.intake(env),
+                                _ => withdraw(&j, &env),
+                            }
+                        })
+                        .detach();
+                    }
+                    _ => withdraw(&j, &env),
+                }
+            }
+        }
+    }
+}
+
+fn withdraw(j: &Journal, env: &Envelope) {
+    for i in 0..env.recipients.len() {
+        let index = u32::try_from(i).unwrap_or(u32::MAX);
+        let _ = j.append_outcome(env.id, index, crate::journal::Outcome::Moved);
+    }
+    j.request_flush();
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
