@@ -17,6 +17,7 @@ pub struct Lab {
     pub sink_addr: SocketAddr,
     stop_sink: Option<tokio::sync::oneshot::Sender<()>>,
     pub sluice: Option<Daemon>,
+    base: String,
 }
 
 /// Records every lab zone has: the sink's MX host and the sender's domain.
@@ -75,7 +76,9 @@ impl Lab {
             smtp_port.unwrap_or(sink_addr.port())
         );
         let sluice = Daemon::start(&cfg);
+        let base = cfg.clone();
         Lab {
+            base,
             rt,
             dns: Some(dns),
             sink: handle,
@@ -83,6 +86,19 @@ impl Lab {
             stop_sink: Some(tx),
             sluice: Some(sluice),
         }
+    }
+
+    /// Kills sluice with SIGKILL and starts it again on the same state
+    /// directory, with `extra` appended to its configuration.
+    pub fn kill_and_restart(&mut self, extra: &str) {
+        let dir = self.sluice.take().unwrap().kill();
+        let cfg = format!("{}\n{extra}", self.base);
+        self.sluice = Some(Daemon::start_in(dir, &cfg));
+    }
+
+    /// The configuration sluice was started with.
+    pub fn config(&self) -> &str {
+        &self.base
     }
 
     pub fn sluice(&self) -> &Daemon {

@@ -116,6 +116,14 @@ impl Daemon {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
     }
 
+    /// SIGKILL (no chance to flush anything), wait for the process to go,
+    /// and hand back its directory for a restart.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
     /// SIGTERM, wait for exit, parse the summary line.
     pub fn stop(mut self) -> Stopped {
         self.signal(nix::sys::signal::Signal::SIGTERM);
