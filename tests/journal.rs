@@ -190,3 +190,132 @@ fn five_kills_under_load_lose_no_acknowledged_recipient() {
     // (10 destinations), per kill.
     assert!(r.duplicates <= 5 * 10 * 20 * 4, "{r:#?}");
 }
+
+#[test]
+fn fewer_cores_after_a_restart_re_home_the_vanished_shard_s_mail() {
+    // Two shards write their journals; the restart has one core, so shard
+    // 0 must take over shard 1's pending recipients and remove its directory.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let routed = |to: &str| {
+        format!(
+            "ack = \"journal\"\n{{cores}}\n[delivery]\ntls = \"none\"\nconnect_timeout = \"1s\"\n\
+             retry = {{ intervals = [\"1s\"] }}\n[[dns.routes]]\ndomains = [\"*.test\"]\nhosts = [\"{to}\"]\n"
+        )
+    };
+    let mut lab = Lab::start(
+        "",
+        "[default]\n",
+        &routed("127.0.0.1:9").replace("{cores}", "cores = [0, 1]"),
+    );
+    let rcpts: Vec<String> = (0..16).map(|i| format!("r@e{i}.test")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    send(lab.sluice(), "s@sender.test", &refs, 5);
+    lab.wait_log(&["\"event\":\"deferred\""], 80);
+    let dir = lab.sluice.take().unwrap().kill();
+    assert!(dir.path().join("journal/shard-1").exists());
+    let open = lab
+        .config()
+        .replace("cores = [0, 1]", "cores = [0]")
+        .replace(
+            "127.0.0.1:9",
+            &format!("127.0.0.1:{}", lab.sink_addr.port()),
+        );
+    lab.sluice = Some(Daemon::start_in(dir, &open));
+    lab.sluice()
+        .wait_log("from a shard that no longer exists", 1);
+    let r = lab.wait_sink("80 recipients", |r| r.recipients_accepted >= 80);
+    assert_eq!((r.recipients_accepted, r.duplicates), (80, 0), "{r:#?}");
+    assert!(!lab.sluice().path("journal/shard-1").exists());
+}
+
+/// A small tmpfs, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_answers_452_loses_nothing_and_recovers_when_space_returns() {
+    let Some(fs) = Tmpfs::mount("4m") else {
+        panic!("this test needs root to mount a small tmpfs (CI runs as root)");
+    };
+    let state = fs.0.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let cfg = format!(
+        "state_dir = \"{}\"\nack = \"journal\"\n[journal]\nsegment_size = \"256KiB\"\n\
+         [delivery]\ntls = \"none\"\nlog = false\nretry = {{ intervals = [\"2s\"] }}\n",
+        state.display()
+    );
+    // Greylisting keeps every message in the journal for a retry interval,
+    // long enough for the disk to fill.
+    let zone = "[[record]]\nname = \"d1.test\"\ntype = \"MX\"\ndata = \"10 mx.lab.test\"\n";
+    let lab = Lab::start(zone, "[default]\n[domains.\"d1.test\"]\ngreylist = true\n", &cfg);
+    // Fill the file system, leaving room for a few messages only.
+    let filler = fs.0.path().join("filler");
+    let st = nix::sys::statvfs::statvfs(fs.0.path()).unwrap();
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let room = 600 * 1024;
+    std::fs::write(&filler, vec![0u8; free.saturating_sub(room) as usize]).unwrap();
+    let body = "x".repeat(998) + "\r\n";
+    let mut c = Client::connect(lab.sluice().addr);
+    expect(&c.reply(), "220");
+    expect(&c.cmd("EHLO client.test"), "250");
+    let (mut accepted, mut refused) = (0u64, None);
+    for i in 0..400 {
+        expect(&c.cmd("MAIL FROM:<s@sender.test>"), "250");
+        expect(&c.cmd(&format!("RCPT TO:<r{i}@d1.test>")), "250");
+        expect(&c.cmd("DATA"), "354");
+        let mut data = format!("Message-ID: <full{i}@client.test>\r\n\r\n");
+        for _ in 0..100 {
+            data.push_str(&body);
+        }
+        data.push('.');
+        let reply = c.cmd(&data);
+        if reply.starts_with("250") {
+            accepted += 1;
+        } else {
+            refused = Some(reply);
+            break;
+        }
+    }
+    let refused = refused.expect("the disk never filled up");
+    expect(&refused, "452 4.3.1");
+    assert!(accepted > 0, "nothing fit before the disk was full");
+    // Everything acknowledged is delivered.
+    let r = lab.wait_sink("acknowledged mail", |r| r.recipients_accepted >= accepted);
+    assert_eq!((r.recipients_accepted, r.duplicates), (accepted, 0));
+    // Space returns: intake resumes.
+    std::fs::remove_file(&filler).unwrap();
+    expect(&c.cmd("MAIL FROM:<s@sender.test>"), "250");
+    expect(&c.cmd("RCPT TO:<after@d1.test>"), "250");
+    expect(&c.cmd("DATA"), "354");
+    expect(
+        &c.cmd("Message-ID: <after@client.test>\r\n\r\nhello\r\n."),
+        "250 2.0.0",
+    );
+    lab.wait_sink("the message after", |r| {
+        r.recipients_accepted == accepted + 1
+    });
+    drop(lab);
+    drop(fs);
+}
