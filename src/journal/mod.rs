@@ -2,7 +2,8 @@
 //! kill -9 and power loss.
 //!
 //! One journal per shard, in its own directory: numbered segment files of
-//! CRC-framed records (see [`frame`](self) for the byte layout). Records say
+//! CRC-framed records (`frame.rs` has the byte layout, `record.rs` the
+//! payloads). Records say
 //! "this message and body were accepted", "this recipient was delivered /
 //! bounced / expired / moved to another shard / deferred until T", and
 //! "campaign checkpoint". A delivered recipient costs one small record, not
@@ -16,9 +17,11 @@
 //! starts a flush at once; everything appended while that flush runs goes
 //! into the next one, so the batch grows with the load on its own and an
 //! idle journal adds no latency. A flush is `pwrite` of the whole batch
-//! (rotating to a new segment at frame boundaries when the active one is
-//! full) followed by one `fdatasync` per file touched, run on glommio's
-//! `spawn_blocking` thread; every waiter is released only after it returns.
+//! (rotating to a new segment at a record boundary when the active one is
+//! full; the full one is synced before the next is created, so a torn write
+//! can only ever be at the end of the last segment) followed by one
+//! `fdatasync` per file touched, run on glommio's `spawn_blocking` thread;
+//! every waiter is released only after it returns.
 //!
 //! Why not O_DSYNC or glommio's DMA files: DMA needs 4 KiB-aligned, padded
 //! writes, so every small batch (an idle journal's usual case: one message)
@@ -31,7 +34,7 @@
 //!
 //! Placement (which segment, which offset) is decided when a batch is
 //! flushed, not when a record is appended, and the journal's bookkeeping
-//! ([`index`](self)) is only updated once a batch is durable. That is what
+//! (`index.rs`) is only updated once a batch is durable. That is what
 //! makes a failed write cheap to undo: if a batch fails (ENOSPC, EIO) the
 //! files are truncated back to their last durable length, the batch's
 //! records are forgotten, every waiter on it gets the error, and the next
@@ -53,7 +56,7 @@
 //!
 //! A segment is deleted once every recipient recorded in it is final, it is
 //! not the active segment, and every older segment it depends on is gone
-//! (see [`index`](self) for why the order matters). A few deferred
+//! (`index.rs` explains why the order matters). A few deferred
 //! stragglers would pin whole segments, so compaction copies the pending
 //! messages of sealed segments forward (a copy of the message record with
 //! only its pending recipients and their state); it runs by itself when the
