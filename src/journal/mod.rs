@@ -32,6 +32,19 @@
 //! batch, not per message. The `fsync_histogram` records the sync latency
 //! so the choice can be revisited with numbers from real disks.
 //!
+//! Measured on the 2-core development VM (release, `tests::measure`; a DMA
+//! variant was not built to compare): with the machine quiet, fdatasync p50
+//! 151 µs / p99 265 µs, one committer 4.6k msg/s (about 70 µs of hop, write
+//! and wake-up on top of the sync), 64 committers 98k msg/s at 32 messages
+//! per sync, 512 committers 390k msg/s at 256 per sync. With the machine
+//! loaded by other builds fdatasync went to ~3.9 ms p50 and the same runs
+//! gave 274 / 9.7k / 44.5k msg/s: the batch grows to absorb the latency,
+//! which is the point of group commit. A 1 KiB message with one recipient
+//! costs 1,087 bytes and its delivered record 18 bytes (81 bytes of
+//! overhead in all). Recovery of a million pending recipients: 0.35 s as
+//! 10,000 messages × 100 recipients, 4.8 s as a million one-recipient
+//! messages (per-message allocations dominate).
+//!
 //! Placement (which segment, which offset) is decided when a batch is
 //! flushed, not when a record is appended, and the journal's bookkeeping
 //! (`index.rs`) is only updated once a batch is durable. That is what
