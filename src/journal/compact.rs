@@ -139,7 +139,14 @@ impl Journal {
             );
             copied += 1;
         }
-        if let Some(loc) = st.index.checkpoint.filter(|c| c.seg == seq) {
+        // A newer checkpoint on its way supersedes this one; copying the old
+        // one after it would make the old one the latest.
+        let newer = st
+            .inflight
+            .iter()
+            .chain(st.effects.iter())
+            .any(|e| matches!(e.kind, EffectKind::Checkpoint));
+        if let Some(loc) = st.index.checkpoint.filter(|c| c.seg == seq && !newer) {
             let f = frame_at(path, data, loc)?;
             let bytes = f.payload.to_vec();
             let len = frame::encode(&mut st.buf, T_CHECKPOINT, |b| b.extend_from_slice(&bytes))

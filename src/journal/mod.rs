@@ -2,7 +2,8 @@
 //! kill -9 and power loss.
 //!
 //! One journal per shard, in its own directory: numbered segment files of
-//! CRC-framed records (see [`frame`](self) for the byte layout). Records say
+//! CRC-framed records (`frame.rs` has the byte layout, `record.rs` the
+//! payloads). Records say
 //! "this message and body were accepted", "this recipient was delivered /
 //! bounced / expired / moved to another shard / deferred until T", and
 //! "campaign checkpoint". A delivered recipient costs one small record, not
@@ -16,9 +17,11 @@
 //! starts a flush at once; everything appended while that flush runs goes
 //! into the next one, so the batch grows with the load on its own and an
 //! idle journal adds no latency. A flush is `pwrite` of the whole batch
-//! (rotating to a new segment at frame boundaries when the active one is
-//! full) followed by one `fdatasync` per file touched, run on glommio's
-//! `spawn_blocking` thread; every waiter is released only after it returns.
+//! (rotating to a new segment at a record boundary when the active one is
+//! full; the full one is synced before the next is created, so a torn write
+//! can only ever be at the end of the last segment) followed by one
+//! `fdatasync` per file touched, run on glommio's `spawn_blocking` thread;
+//! every waiter is released only after it returns.
 //!
 //! Why not O_DSYNC or glommio's DMA files: DMA needs 4 KiB-aligned, padded
 //! writes, so every small batch (an idle journal's usual case: one message)
@@ -29,9 +32,22 @@
 //! batch, not per message. The `fsync_histogram` records the sync latency
 //! so the choice can be revisited with numbers from real disks.
 //!
+//! Measured on the 2-core development VM (release, `tests::measure`; a DMA
+//! variant was not built to compare): with the machine quiet, fdatasync p50
+//! 151 µs / p99 265 µs, one committer 4.6k msg/s (about 70 µs of hop, write
+//! and wake-up on top of the sync), 64 committers 98k msg/s at 32 messages
+//! per sync, 512 committers 390k msg/s at 256 per sync. With the machine
+//! loaded by other builds fdatasync went to ~3.9 ms p50 and the same runs
+//! gave 274 / 9.7k / 44.5k msg/s: the batch grows to absorb the latency,
+//! which is the point of group commit. A 1 KiB message with one recipient
+//! costs 1,087 bytes and its delivered record 18 bytes (81 bytes of
+//! overhead in all). Recovery of a million pending recipients: 0.35 s as
+//! 10,000 messages × 100 recipients, 4.8 s as a million one-recipient
+//! messages (per-message allocations dominate).
+//!
 //! Placement (which segment, which offset) is decided when a batch is
 //! flushed, not when a record is appended, and the journal's bookkeeping
-//! ([`index`](self)) is only updated once a batch is durable. That is what
+//! (`index.rs`) is only updated once a batch is durable. That is what
 //! makes a failed write cheap to undo: if a batch fails (ENOSPC, EIO) the
 //! files are truncated back to their last durable length, the batch's
 //! records are forgotten, every waiter on it gets the error, and the next
@@ -53,7 +69,7 @@
 //!
 //! A segment is deleted once every recipient recorded in it is final, it is
 //! not the active segment, and every older segment it depends on is gone
-//! (see [`index`](self) for why the order matters). A few deferred
+//! (`index.rs` explains why the order matters). A few deferred
 //! stragglers would pin whole segments, so compaction copies the pending
 //! messages of sealed segments forward (a copy of the message record with
 //! only its pending recipients and their state); it runs by itself when the

@@ -8,12 +8,11 @@
 //! what is on disk.
 
 use super::frame::{self, Bad, SEGMENT_HEADER};
-use super::index::{Applied, Index, Loc};
+use super::index::{Applied, IdMap, Index, Loc};
 use super::io::{list_segments, read_segment};
 use super::record::{self, Record, F_COPY, F_EIGHT_BIT, F_SMTPUTF8};
 use super::{DamagedRegion, JournalError, RcptState, RecoveredMessage, RecoveredRcpt, Recovery};
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -48,7 +47,7 @@ pub(crate) fn replay(dir: &Path) -> Result<Replay, JournalError> {
     let started = Instant::now();
     let segs = list_segments(dir)?;
     let mut index = Index::default();
-    let mut held: HashMap<u64, Held> = HashMap::new();
+    let mut held: IdMap<Held> = IdMap::default();
     let mut rec = Recovery::default();
     let mut torn = None;
     let mut buf = Vec::new();
@@ -192,13 +191,7 @@ pub(crate) fn replay(dir: &Path) -> Result<Replay, JournalError> {
     })
 }
 
-fn apply(
-    index: &mut Index,
-    held: &mut HashMap<u64, Held>,
-    rec: &mut Recovery,
-    loc: Loc,
-    r: Record<'_>,
-) {
+fn apply(index: &mut Index, held: &mut IdMap<Held>, rec: &mut Recovery, loc: Loc, r: Record<'_>) {
     match r {
         Record::Message(m) => {
             let copy = m.flags & F_COPY != 0;

@@ -433,6 +433,8 @@ fn compaction_moves_stragglers_forward_and_old_segments_go() {
                 }
             }
         }
+        j.append_checkpoint(b"old").unwrap();
+        j.commit().await.unwrap();
         j.append_checkpoint(b"cp").unwrap();
         j.commit().await.unwrap();
         j.retire().await.unwrap();
@@ -474,6 +476,29 @@ fn compaction_moves_stragglers_forward_and_old_segments_go() {
     assert_eq!(rec.messages[0].body.len(), 700);
     assert_eq!(rec.checkpoint.as_deref(), Some(&b"cp"[..]));
     assert!(rec.stats.damaged.is_empty());
+}
+
+#[test]
+fn compaction_never_lets_an_old_checkpoint_overtake_a_newer_one() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    run(async {
+        let (j, _) = open_with(dir, small());
+        j.append_checkpoint(b"one").unwrap();
+        j.commit().await.unwrap();
+        for id in 1..=20 {
+            add(&j, id, &["a@d.test"], &[b'm'; 1000]);
+            j.commit().await.unwrap();
+        }
+        // "two" is appended but not yet durable when compaction looks.
+        j.append_checkpoint(b"two").unwrap();
+        j.compact().await.unwrap();
+        j.commit().await.unwrap();
+    });
+    assert_eq!(
+        recover_dir(dir).unwrap().checkpoint.as_deref(),
+        Some(&b"two"[..])
+    );
 }
 
 #[test]

@@ -35,7 +35,10 @@ pub(crate) struct Shared {
     pub st: RefCell<State>,
     /// Notified whenever a batch settles (durable or failed).
     pub settled_ev: Event,
-    _lock: nix::fcntl::Flock<File>,
+    /// The directory lock; each write job holds a clone too, so the lock
+    /// outlives a job still running on the blocking thread after the
+    /// journal was dropped.
+    lock: Arc<nix::fcntl::Flock<File>>,
 }
 
 /// A record appended but not yet durable, in append order. Its frame is
@@ -180,7 +183,7 @@ impl Journal {
             opts,
             st: RefCell::new(st),
             settled_ev: Event::new(),
-            _lock: lock,
+            lock: Arc::new(lock),
         };
         Ok((Journal { sh: Rc::new(sh) }, replay.recovery))
     }
@@ -565,6 +568,7 @@ impl State {
                 dir: dir.to_path_buf(),
                 buf,
                 chunks,
+                lock: None,
             },
             locs,
         )
@@ -592,7 +596,8 @@ async fn flush_loop(sh: Rc<Shared>) {
                 return;
             }
             let (start, end) = (st.settled, st.appended);
-            let (job, locs) = st.plan(&sh.dir, sh.opts.segment_bytes);
+            let (mut job, locs) = st.plan(&sh.dir, sh.opts.segment_bytes);
+            job.lock = Some(sh.lock.clone());
             (job, locs, start, end)
         };
         let chunk_ends: Vec<(u64, u64)> = job
