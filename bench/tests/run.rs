@@ -85,6 +85,7 @@ fn committed_scenarios_parse() {
             "hung",
             "hung-baseline",
             "relay-1k",
+            "relay-1k-journal",
             "relay-1k-postfix",
             "throttled"
         ]
