@@ -443,3 +443,64 @@ fn metrics_are_prometheus_text_and_match_what_the_sink_received() {
     assert!(text.contains("# TYPE sluice_delivery_latency_seconds summary"));
     assert_eq!(sum("sluice_queued_recipients", None), 0.0);
 }
+
+#[test]
+fn pausing_a_queue_holds_every_destination_in_it() {
+    let config = format!(
+        "{CONFIG}[[delivery.queues]]\nname = \"held\"\ndomains = [\"d1.test\", \"grey.test\"]\n"
+    );
+    let lab = Lab::start(ZONE, "[default]\n", &config);
+    // Every shard has its own copy of the queue.
+    let cores = ctl(&lab, &["status"])["cores"].as_u64().unwrap();
+    assert_eq!(count(&ctl(&lab, &["pause", "--queue", "held"])), cores);
+    send(
+        lab.sluice(),
+        "s@sender.test",
+        &["a@d1.test", "b@grey.test"],
+        2,
+    );
+    send(lab.sluice(), "s@sender.test", &["c@d2.test"], 2);
+    lab.wait_sink("the general queue's mail", |r| {
+        r.domains.get("d2.test").is_some_and(|d| d.accepted == 2)
+    });
+    assert_eq!(accepted(&lab, "d1.test") + accepted(&lab, "grey.test"), 0);
+    let held = ctl(&lab, &["destinations", "--queue", "held"]);
+    let held = held.as_array().unwrap();
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(
+        held.iter()
+            .all(|d| d["paused"] == true && d["waiting"] == 2),
+        "{held:?}"
+    );
+    let queues = ctl(&lab, &["queues"]);
+    let q = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["queue"] == "held")
+        .map(|q| q["waiting"].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(q, 4, "{queues}");
+
+    // The human tables print without --json.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+        .arg("--url")
+        .arg(url(&lab))
+        .arg("--token-file")
+        .arg(lab.sluice().path("admin.token"))
+        .args(["destinations", "--queue", "held"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("d1.test") && text.contains("grey.test") && text.contains("yes"),
+        "{text}"
+    );
+
+    assert_eq!(count(&ctl(&lab, &["resume", "--queue", "held"])), cores);
+    lab.wait_sink("the held queue's mail", |r| {
+        r.domains.get("d1.test").is_some_and(|d| d.accepted == 2)
+            && r.domains.get("grey.test").is_some_and(|d| d.accepted == 2)
+    });
+}

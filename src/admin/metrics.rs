@@ -204,6 +204,23 @@ pub fn render(uptime_secs: f64, shards: &[ShardMetrics]) -> String {
                 );
             }
         }
+        let name = "sluice_journal_fsync_seconds";
+        o.family(name, "summary", "Journal fsync latency.");
+        for m in shards {
+            if let Some(j) = &m.journal {
+                let shard = m.status.shard.to_string();
+                for (q, v) in &j.fsync.quantiles {
+                    let q = q.to_string();
+                    o.sample(name, &[("shard", &shard), ("quantile", &q)], *v);
+                }
+                o.sample(&format!("{name}_sum"), &[("shard", &shard)], j.fsync.sum);
+                o.sample(
+                    &format!("{name}_count"),
+                    &[("shard", &shard)],
+                    j.fsync.count as f64,
+                );
+            }
+        }
     }
     o.0
 }
