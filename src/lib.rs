@@ -4,6 +4,7 @@
 //! accepts SMTP on its own SO_REUSEPORT socket, and owns a slice of the
 //! destination domains ([`shard::hash::shard_of`]). See docs/architecture.md.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod delivery;

@@ -308,7 +308,7 @@ fn unprivileged_daemon_speaks_sd_notify_through_start_watchdog_reload_and_stop()
         &config,
         format!(
             "hostname = \"sluice.test\"\nroute = \"discard\"\nstate_dir = \"{}\"\n\
-             [smtp]\nlisten = [\"127.0.0.1:0\"]\n",
+             [smtp]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             state.display()
         ),
     )

@@ -72,9 +72,14 @@ impl ConfigError {
     /// An error about `key` found after parsing (a cross-field rule): the
     /// line is that of the key's first assignment in the text, if any.
     pub(super) fn at_key(file: &str, text: &str, key: &str, message: String) -> Self {
+        // A dotted key (`admin.listen`) must be assigned in its table: the
+        // same bare key may appear in another one (`smtp.listen`).
+        let bare = key.rsplit_once('.').map_or(key, |(_, k)| k);
         let mut found = None;
         for (i, l) in text.lines().enumerate() {
-            if assigned_key(l).as_deref() == Some(key) {
+            if assigned_key(l).as_deref() == Some(bare)
+                && (bare == key || key_at(text, i + 1).as_deref() == Some(key))
+            {
                 found = Some(i + 1);
                 break;
             }

@@ -92,6 +92,16 @@ impl Config {
         ) {
             return Err(("queues", e));
         }
+        if self.admin.enabled && !self.admin.allow_remote && !self.admin.listen.ip().is_loopback() {
+            return Err((
+                "admin.listen",
+                format!(
+                    "{} is not a loopback address; the admin API can pause and delete mail, \
+                     so set `allow_remote = true` to expose it (behind a firewall)",
+                    self.admin.listen
+                ),
+            ));
+        }
         if self.backpressure.channel_capacity == 0 {
             return Err(("channel_capacity", "must be at least 1".into()));
         }

@@ -37,6 +37,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// DNS resolution for delivery: nameservers, cache, static routes.
     pub dns: crate::dns::ResolverConfig,
+    /// The local admin HTTP API and metrics.
+    pub admin: AdminConfig,
     /// The per-shard journal (`ack = "journal"`).
     pub journal: JournalConfig,
 }
@@ -80,6 +82,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             dns: crate::dns::ResolverConfig::default(),
             journal: JournalConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -387,6 +390,37 @@ impl DeliveryConfig {
             retry: self.retry.schedule(),
             tls: self.tls,
             smtp_port,
+        }
+    }
+}
+
+/// `[admin]`: the control-plane HTTP API (`sluicectl`) and `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin API. Default true.
+    pub enabled: bool,
+    /// Address to listen on. Default `127.0.0.1:8025`; port 0 picks one
+    /// (printed as `sluice: admin listen=ADDR`).
+    pub listen: SocketAddr,
+    /// Allow a non-loopback `listen` address. Default false: the API can
+    /// pause and delete mail, so it stays on the host unless asked.
+    pub allow_remote: bool,
+    /// The bearer token's file. Default `state_dir/admin.token`, created
+    /// (32 random bytes, hex, mode 0600) at first start.
+    pub token_file: Option<PathBuf>,
+    /// Serve `/metrics` without the token. Default false.
+    pub metrics_without_token: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8025)),
+            allow_remote: false,
+            token_file: None,
+            metrics_without_token: false,
         }
     }
 }

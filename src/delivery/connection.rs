@@ -143,7 +143,7 @@ pub async fn run(slot: Slot) {
 
     while !closed {
         // Fill the window from the destination's queue.
-        while inflight.len() < window && sent < max_messages {
+        while inflight.len() < window && sent < max_messages && !dest.is_paused() {
             let batch = dest.waiting.borrow_mut().take_transaction(max_rcpt);
             let Some(first) = batch.first() else { break };
             let id = engine.next_txn.get();
@@ -238,7 +238,7 @@ pub async fn run(slot: Slot) {
                 session.quit();
                 continue;
             }
-            if dest.waiting.borrow().is_empty() {
+            if dest.waiting.borrow().is_empty() || dest.is_paused() {
                 match wait_for_work(&engine, &dest, &queue).await {
                     Idle::Work => {}
                     Idle::TimedOut | Idle::Evicted => session.quit(),
@@ -285,7 +285,8 @@ async fn wait_for_work(engine: &Engine, dest: &Dest, queue: &Rc<Queue>) -> Idle 
     let evicted = ticket.wake.listen();
     let work = dest.work.listen();
     let keep = dest.active.get() <= queue.min_connections_per_destination;
-    let outcome = if !dest.waiting.borrow().is_empty() {
+    let has_work = || !dest.waiting.borrow().is_empty() && !dest.is_paused();
+    let outcome = if has_work() {
         Idle::Work
     } else {
         let idle = queue.idle_timeout;
@@ -316,7 +317,7 @@ async fn wait_for_work(engine: &Engine, dest: &Dest, queue: &Rc<Queue>) -> Idle 
         return Idle::Evicted;
     }
     match outcome {
-        Idle::TimedOut if !dest.waiting.borrow().is_empty() => Idle::Work,
+        Idle::TimedOut if has_work() => Idle::Work,
         o => o,
     }
 }

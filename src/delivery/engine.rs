@@ -86,6 +86,8 @@ pub struct Dest {
     pub(super) idle: Cell<usize>,
     pub(super) work: Event,
     starved: Cell<bool>,
+    /// Operator state (paused) and per-destination counters.
+    pub(super) ctl: super::control::DestControl,
 }
 
 impl Dest {
@@ -126,11 +128,11 @@ pub(super) enum Kick {
     NoBudget,
 }
 
-struct RetryItem {
-    due: Instant,
+pub(super) struct RetryItem {
+    pub(super) due: Instant,
     seq: u64,
-    dest: Rc<Dest>,
-    rcpt: Rcpt,
+    pub(super) dest: Rc<Dest>,
+    pub(super) rcpt: Rcpt,
 }
 
 impl PartialEq for RetryItem {
@@ -175,11 +177,11 @@ pub struct Engine {
     pub(super) settings: EngineSettings,
     queues: Queues,
     pub(super) resolver: Rc<Resolver>,
-    dests: RefCell<HashMap<Rc<str>, Rc<Dest>>>,
+    pub(super) dests: RefCell<HashMap<Rc<str>, Rc<Dest>>>,
     conns: Cell<usize>,
     idle_lru: RefCell<VecDeque<Weak<IdleTicket>>>,
     starved: RefCell<VecDeque<Rc<Dest>>>,
-    retry: RefCell<BinaryHeap<RetryItem>>,
+    pub(super) retry: RefCell<BinaryHeap<RetryItem>>,
     retry_seq: Cell<u64>,
     retry_wake: Event,
     pub(super) log: Rc<DeliveryLog>,
@@ -190,6 +192,8 @@ pub struct Engine {
     pub(super) next_txn: Cell<u64>,
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
     journal: Option<Rc<Journal>>,
+    /// Control-plane counters and the delivery latency histogram.
+    pub(super) ctl: super::control::EngineControl,
 }
 
 fn unix_now() -> u64 {
@@ -237,6 +241,7 @@ impl Engine {
             next_txn: Cell::new(1),
             tls,
             journal,
+            ctl: super::control::EngineControl::new(),
         })
     }
 
@@ -250,7 +255,7 @@ impl Engine {
         self.counters.get()
     }
 
-    fn count(&self, f: impl FnOnce(&mut DeliveryCounters)) {
+    pub(super) fn count(&self, f: impl FnOnce(&mut DeliveryCounters)) {
         let mut c = self.counters.get();
         f(&mut c);
         self.counters.set(c);
@@ -403,7 +408,7 @@ impl Engine {
         self.journal.as_ref()
     }
 
-    fn dest(&self, domain: &str) -> Rc<Dest> {
+    pub(super) fn dest(&self, domain: &str) -> Rc<Dest> {
         if let Some(d) = self.dests.borrow().get(domain) {
             return d.clone();
         }
@@ -418,6 +423,7 @@ impl Engine {
             idle: Cell::new(0),
             work: Event::new(),
             starved: Cell::new(false),
+            ctl: Default::default(),
         });
         self.dests.borrow_mut().insert(name, d.clone());
         d
@@ -440,6 +446,7 @@ impl Engine {
             idle: Cell::new(0),
             work: Event::new(),
             starved: Cell::new(false),
+            ctl: Default::default(),
         });
         self.dests.borrow_mut().insert(name, d.clone());
         d
@@ -463,7 +470,7 @@ impl Engine {
     /// backlog is deeper than the active connections take in one turn.
     pub(super) fn kick(self: &Rc<Self>, dest: &Rc<Dest>) -> Kick {
         let queued = dest.waiting.borrow().len();
-        if queued == 0 {
+        if queued == 0 || dest.is_paused() {
             return Kick::Done;
         }
         if dest.idle.get() > 0 {
@@ -726,7 +733,7 @@ impl Engine {
         }
     }
 
-    fn finish(&self, rcpt: &Rcpt) {
+    pub(super) fn finish(&self, rcpt: &Rcpt) {
         let left = rcpt.msg.pending.get().saturating_sub(1);
         rcpt.msg.pending.set(left);
         if left == 0 {
@@ -880,7 +887,15 @@ impl Engine {
         self.retry.borrow().len()
     }
 
-    fn log_entry(&self, event: &str, dest: &Dest, rcpt: &Rcpt, r: &Reply, via: &ConnInfo) {
+    pub(super) fn log_entry(
+        &self,
+        event: &str,
+        dest: &Dest,
+        rcpt: &Rcpt,
+        r: &Reply,
+        via: &ConnInfo,
+    ) {
+        self.ctl.observe(event, dest, rcpt);
         let mut idbuf = [0u8; 16];
         let id = hex16(rcpt.msg.id, &mut idbuf);
         let status = r

@@ -5,10 +5,12 @@
 //! - [`queues`]: specific and general queues, their limits and fallbacks;
 //! - [`engine`]: destinations, connection spawning, outcomes, retries, DSNs;
 //! - [`connection`]: the thin IO driver around the sans-IO SMTP client;
+//! - [`control`]: operator commands (pause, flush, bounce…) and metrics;
 //! - [`retry`], [`dsn`], [`log`], [`tls`]: schedules, RFC 3464 reports, the
 //!   JSON-lines delivery log, outbound TLS.
 
 pub mod connection;
+pub mod control;
 pub mod dsn;
 pub mod engine;
 pub mod log;

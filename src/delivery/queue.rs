@@ -61,6 +61,16 @@ impl RcptQueue {
         self.q.push_back(r);
     }
 
+    /// Puts a recipient at the front (an operator's flush: retry now).
+    pub fn push_front(&mut self, r: Rcpt) {
+        self.q.push_front(r);
+    }
+
+    /// The recipients waiting, front first.
+    pub fn iter(&self) -> impl Iterator<Item = &Rcpt> {
+        self.q.iter()
+    }
+
     /// Recipients waiting.
     pub fn len(&self) -> usize {
         self.q.len()

@@ -135,6 +135,8 @@ pub struct Queue {
     pub fallback: Option<Fallback>,
     /// Connections open now.
     pub(super) active: Cell<usize>,
+    /// Paused by the operator (`sluicectl pause --queue`).
+    pub(super) paused: Cell<bool>,
 }
 
 impl Queue {
@@ -153,6 +155,7 @@ impl Queue {
             client: Arc::new(client_config(d, d.max_rcpt_per_txn, d.tls)),
             fallback: None,
             active: Cell::new(0),
+            paused: Cell::new(false),
         }
     }
 
@@ -193,6 +196,7 @@ impl Queue {
             )),
             fallback,
             active: Cell::new(0),
+            paused: Cell::new(false),
         })
     }
 

@@ -76,6 +76,11 @@ impl Core {
     pub fn over_session_limit(&self) -> bool {
         self.sessions.get() > self.max_sessions
     }
+
+    /// Inbound sessions open on this core.
+    pub fn sessions(&self) -> usize {
+        self.sessions.get()
+    }
 }
 
 /// Decrements the session count when a session ends.
@@ -100,6 +105,7 @@ pub async fn run(
     shared: Arc<Shared>,
     mesh: MeshBuilder<Batch, Full>,
     sockets: Vec<socket2::Socket>,
+    control: async_channel::Receiver<super::control::Call>,
 ) -> ExitCounts {
     let Ok((senders, mut receivers)) = mesh.join().await else {
         tracing::error!("could not join the core mesh");
@@ -170,6 +176,7 @@ pub async fn run(
                 .detach();
         }
     }
+    glommio::spawn_local(super::control::serve(core.clone(), engine.clone(), control)).detach();
     let listeners: Vec<_> = sockets
         .into_iter()
         .map(|s| glommio::spawn_local(crate::ingress::listener::accept_loop(core.clone(), s)))

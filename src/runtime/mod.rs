@@ -5,11 +5,13 @@
 //! The main thread only builds sockets and shared configuration, then
 //! handles signals; everything on the mail path runs on the executors.
 
+pub mod control;
 mod core;
 mod recovery;
 mod shared;
 
 pub use self::core::{Core, SessionGuard};
+pub use control::ControlHandle;
 pub use shared::Shared;
 
 use crate::config::Config;
@@ -46,6 +48,8 @@ pub struct Running {
     shared: Arc<Shared>,
     handles: Vec<glommio::ExecutorJoinHandle<ExitCounts>>,
     listen: Vec<SocketAddr>,
+    /// Channels to every core's control task (the admin API's way in).
+    control: ControlHandle,
     /// Executor heartbeats for the systemd watchdog (beating only when
     /// `$WATCHDOG_USEC` asked for one).
     liveness: Arc<Liveness>,
@@ -60,6 +64,11 @@ impl Running {
     /// Node-wide state (loads, reload).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// The cores' control channels.
+    pub fn control(&self) -> &ControlHandle {
+        &self.control
     }
 
     /// Asks every core to stop accepting and finish its sessions.
@@ -120,10 +129,11 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, St
 
     let mesh =
         MeshBuilder::<Batch, _>::full(cpus.len(), shared.config.backpressure.channel_capacity);
+    let (control, control_rx) = ControlHandle::new(cpus.len());
     let liveness = Arc::new(Liveness::new(cpus.len()));
     let beat_every = notify::watchdog_timeout().map(notify::heartbeat_period);
     let mut handles = Vec::new();
-    for (i, (cpu, sockets)) in cpus.iter().zip(per_core).enumerate() {
+    for (i, ((cpu, sockets), calls)) in cpus.iter().zip(per_core).zip(control_rx).enumerate() {
         let shared = shared.clone();
         let mesh = mesh.clone();
         let liveness = liveness.clone();
@@ -133,7 +143,7 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, St
                 if let Some(every) = beat_every {
                     glommio::spawn_local(heartbeat(liveness, i, every)).detach();
                 }
-                self::core::run(shared, mesh, sockets).await
+                self::core::run(shared, mesh, sockets, calls).await
             })
             .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
         handles.push(h);
@@ -142,8 +152,14 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, St
         shared,
         handles,
         listen,
+        control,
         liveness,
     })
+}
+
+/// What SIGHUP does: reopen the delivery logs, reload TLS and AUTH files.
+pub fn reload(shared: &Shared) -> Result<(), String> {
+    shared::reload(shared)
 }
 
 /// Bumps this executor's watchdog heartbeat for as long as the executor
@@ -158,6 +174,20 @@ async fn heartbeat(liveness: Arc<Liveness>, core: usize, every: std::time::Durat
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads.
 pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<Summary, String> {
     let running = start(config, config_path)?;
+    // The admin API is bound before the ready line, like the SMTP
+    // listeners: a bad address or a busy port ends startup.
+    let admin = match crate::admin::start(running.shared.clone(), running.control.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            running.stop();
+            let _ = running.wait();
+            return Err(e);
+        }
+    };
+    if let Some(addr) = admin {
+        tracing::info!(%addr, "admin API listening");
+        eprintln!("sluice: admin listen={addr}");
+    }
     let listen: Vec<String> = running.listen.iter().map(|a| a.to_string()).collect();
     // Signal handling is in place before anyone is told we are ready, so
     // a `systemctl reload` (or a script's SIGHUP) right after start cannot

@@ -109,8 +109,9 @@ fn load_users(config: &Config) -> Result<Users, String> {
     }
 }
 
-/// SIGHUP: reopen log files and reload the reloadable configuration.
-fn reload(shared: &Shared) -> Result<(), String> {
+/// SIGHUP (and `sluicectl reload`): reopen log files and reload the
+/// reloadable configuration.
+pub(crate) fn reload(shared: &Shared) -> Result<(), String> {
     shared.log_reopen.fetch_add(1, Ordering::Relaxed);
     shared.reload()
 }

@@ -20,6 +20,8 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub log: Arc<(Mutex<String>, Condvar)>,
+    /// The admin API's address (`sluice: admin listen=`), when enabled.
+    pub admin: Option<SocketAddr>,
     exited: mpsc::Receiver<()>,
 }
 
@@ -59,6 +61,10 @@ impl Daemon {
         if !config.contains("listen") {
             text.push_str("\n[smtp]\nlisten = [\"127.0.0.1:0\"]\n");
         }
+        // Many daemons run at once: the admin API takes any free port.
+        if !config.contains("[admin]") {
+            text.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+        }
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -95,11 +101,20 @@ impl Daemon {
                 panic!("sluice did not become ready:\n{}", log.0.lock().unwrap());
             }
         };
+        // The admin line comes before the ready line.
+        let admin = log
+            .0
+            .lock()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice: admin listen="))
+            .and_then(|a| a.trim().parse().ok());
         Daemon {
             child,
             addr,
             dir,
             log,
+            admin,
             exited: exit_rx,
         }
     }
