@@ -269,7 +269,11 @@ fn a_full_disk_answers_452_loses_nothing_and_recovers_when_space_returns() {
     // Greylisting keeps every message in the journal for a retry interval,
     // long enough for the disk to fill.
     let zone = "[[record]]\nname = \"d1.test\"\ntype = \"MX\"\ndata = \"10 mx.lab.test\"\n";
-    let lab = Lab::start(zone, "[default]\n[domains.\"d1.test\"]\ngreylist = true\n", &cfg);
+    let lab = Lab::start(
+        zone,
+        "[default]\n[domains.\"d1.test\"]\ngreylist = true\n",
+        &cfg,
+    );
     // Fill the file system, leaving room for a few messages only.
     let filler = fs.0.path().join("filler");
     let st = nix::sys::statvfs::statvfs(fs.0.path()).unwrap();

@@ -239,9 +239,13 @@ async fn reload(State(st): St) -> ApiResult<Count> {
         .await
         .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     match result {
-        Ok(()) => {
-            tracing::info!("reloaded TLS certificate and AUTH users (admin API)");
-            eprintln!("sluice: reloaded");
+        Ok(note) => {
+            tracing::info!(%note, "reloaded the configuration (admin API)");
+            if note.is_empty() {
+                eprintln!("sluice: reloaded");
+            } else {
+                eprintln!("sluice: reloaded; {note}");
+            }
             Ok(Json(Count { count: 1 }))
         }
         Err(e) => Err(fail(

@@ -83,9 +83,10 @@ impl Drop for Slot {
 pub async fn run(slot: Slot) {
     let engine = slot.engine.clone();
     let dest = slot.dest.clone();
+    let resolver = engine.resolver();
     let resolved = match &dest.fallback {
-        Some(target) => engine.resolver.resolve_target(&dest.domain, target).await,
-        None => engine.resolver.resolve_route(&dest.domain).await,
+        Some(target) => resolver.resolve_target(&dest.domain, target).await,
+        None => resolver.resolve_route(&dest.domain).await,
     };
     let route = match resolved {
         Ok(r) => r,
@@ -104,7 +105,7 @@ pub async fn run(slot: Slot) {
     'hosts: for host in &route.hosts {
         for ip in &host.addrs {
             let addr = SocketAddr::new(*ip, host.port);
-            let connect = TcpStream::connect_timeout(addr, engine.settings.connect_timeout);
+            let connect = TcpStream::connect_timeout(addr, engine.settings.connect_timeout.get());
             match connect.await {
                 Ok(s) => {
                     info.mx = Some(host.name.clone());
@@ -137,13 +138,24 @@ pub async fn run(slot: Slot) {
     let mut out = Vec::with_capacity(4096);
     let mut sent = 0usize;
     let window = client.max_pipelined_txns.max(1);
-    let max_rcpt = client.max_rcpt_per_txn.max(1);
-    let max_messages = queue.max_messages_per_connection.max(1);
     let mut closed = false;
 
     while !closed {
+        // Limits from the queue in force now: a reload applies to the next
+        // transaction, even on a connection opened before it.
+        let (max_rcpt, max_messages) = {
+            let q = dest.queue();
+            (
+                q.client.max_rcpt_per_txn.max(1),
+                q.max_messages_per_connection.max(1),
+            )
+        };
         // Fill the window from the destination's queue.
-        while inflight.len() < window && sent < max_messages && !dest.is_paused() {
+        while inflight.len() < window
+            && sent < max_messages
+            && !dest.is_paused()
+            && !engine.draining()
+        {
             let batch = dest.waiting.borrow_mut().take_transaction(max_rcpt);
             let Some(first) = batch.first() else { break };
             let id = engine.next_txn.get();
@@ -238,6 +250,10 @@ pub async fn run(slot: Slot) {
                 session.quit();
                 continue;
             }
+            if engine.draining() {
+                session.quit();
+                continue;
+            }
             if dest.waiting.borrow().is_empty() || dest.is_paused() {
                 match wait_for_work(&engine, &dest, &queue).await {
                     Idle::Work => {}
@@ -286,6 +302,10 @@ async fn wait_for_work(engine: &Engine, dest: &Dest, queue: &Rc<Queue>) -> Idle 
     let work = dest.work.listen();
     let keep = dest.active.get() <= queue.min_connections_per_destination;
     let has_work = || !dest.waiting.borrow().is_empty() && !dest.is_paused();
+    if engine.draining() {
+        dest.idle.set(dest.idle.get().saturating_sub(1));
+        return Idle::TimedOut;
+    }
     let outcome = if has_work() {
         Idle::Work
     } else {

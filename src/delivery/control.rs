@@ -530,6 +530,6 @@ pub fn queue_infos(shard: usize, dests: &[DestInfo]) -> Vec<QueueInfo> {
 impl Engine {
     /// The shard resolver's counters.
     pub fn resolver_stats(&self) -> crate::dns::ResolverStats {
-        self.resolver.stats()
+        self.resolver().stats()
     }
 }

@@ -42,9 +42,9 @@ pub struct EngineSettings {
     /// Our host name (DSNs).
     pub hostname: String,
     /// Outbound connections this shard may hold open at once.
-    pub max_connections: usize,
+    pub max_connections: Cell<usize>,
     /// TCP connect timeout per address.
-    pub connect_timeout: Duration,
+    pub connect_timeout: Cell<Duration>,
     /// Whether to verify server certificates on STARTTLS.
     pub tls_verify: bool,
 }
@@ -175,8 +175,8 @@ pub struct ConnInfo {
 /// The shard's delivery engine.
 pub struct Engine {
     pub(super) settings: EngineSettings,
-    queues: Queues,
-    pub(super) resolver: Rc<Resolver>,
+    queues: RefCell<Rc<Queues>>,
+    resolver: RefCell<Rc<Resolver>>,
     pub(super) dests: RefCell<HashMap<Rc<str>, Rc<Dest>>>,
     conns: Cell<usize>,
     idle_lru: RefCell<VecDeque<Weak<IdleTicket>>>,
@@ -192,6 +192,7 @@ pub struct Engine {
     pub(super) next_txn: Cell<u64>,
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
     journal: Option<Rc<Journal>>,
+    draining: Cell<bool>,
     /// Control-plane counters and the delivery latency histogram.
     pub(super) ctl: super::control::EngineControl,
 }
@@ -224,8 +225,8 @@ impl Engine {
         let tls = super::tls::client_config(settings.tls_verify);
         Rc::new(Engine {
             settings,
-            queues,
-            resolver,
+            queues: RefCell::new(Rc::new(queues)),
+            resolver: RefCell::new(resolver),
             dests: RefCell::new(HashMap::new()),
             conns: Cell::new(0),
             idle_lru: RefCell::new(VecDeque::new()),
@@ -241,6 +242,7 @@ impl Engine {
             next_txn: Cell::new(1),
             tls,
             journal,
+            draining: Cell::new(false),
             ctl: super::control::EngineControl::new(),
         })
     }
@@ -270,9 +272,74 @@ impl Engine {
         self.conns.get()
     }
 
-    /// The shard's queues.
-    pub fn queues(&self) -> &Queues {
-        &self.queues
+    /// Stopping: no new connections or transactions; idle connections
+    /// close now, busy ones after the transactions on the wire.
+    pub fn drain(&self) {
+        self.draining.set(true);
+        for d in self.dests.borrow().values() {
+            d.work.notify(usize::MAX);
+        }
+    }
+
+    /// Whether [`Engine::drain`] was called.
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// The shard's queues (replaced on reload).
+    pub fn queues(&self) -> Rc<Queues> {
+        self.queues.borrow().clone()
+    }
+
+    /// The shard's resolver (replaced on reload when DNS settings change).
+    pub fn resolver(&self) -> Rc<Resolver> {
+        self.resolver.borrow().clone()
+    }
+
+    /// Applies a reloaded configuration: new queues and limits, new routes.
+    /// Every destination is placed again (by domain now, by MX at its next
+    /// connection); connections already open finish under the limits they
+    /// started with. Pause flags carry over by queue name. The caller has
+    /// validated `c` ([`crate::runtime::Shared::reload`]).
+    pub fn reconfigure(self: &Rc<Self>, c: &crate::config::Config) {
+        let defaults = c.delivery.queue_defaults(&c.hostname, c.dns.smtp_port);
+        let queues = match Queues::new(&c.delivery.queues, &defaults) {
+            Ok(q) => Rc::new(q),
+            Err(e) => {
+                tracing::error!(error = %e, "reload: queues refused; keeping the old ones");
+                return;
+            }
+        };
+        let old = self.queues();
+        for q in old.all().filter(|q| q.paused.get()) {
+            for n in queues.all().filter(|n| n.name == q.name) {
+                n.paused.set(true);
+            }
+        }
+        if &c.dns != self.resolver().config() {
+            match Resolver::new(c.dns.clone()) {
+                Ok(r) => *self.resolver.borrow_mut() = r,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload: resolver refused; keeping the old one")
+                }
+            }
+        }
+        self.settings
+            .max_connections
+            .set(c.delivery.max_connections);
+        self.settings
+            .connect_timeout
+            .set(c.delivery.connect_timeout.0);
+        *self.queues.borrow_mut() = queues.clone();
+        let dests: Vec<Rc<Dest>> = self.dests.borrow().values().cloned().collect();
+        for d in dests {
+            if d.fallback.is_some() {
+                continue;
+            }
+            *d.queue.borrow_mut() = queues.for_domain(&d.domain);
+            d.mx_placed.set(false);
+            self.kick(&d);
+        }
     }
 
     /// Every destination this shard has seen, in no particular order.
@@ -415,7 +482,7 @@ impl Engine {
         let name: Rc<str> = Rc::from(domain);
         let d = Rc::new(Dest {
             domain: name.clone(),
-            queue: RefCell::new(self.queues.for_domain(domain)),
+            queue: RefCell::new(self.queues().for_domain(domain)),
             mx_placed: Cell::new(false),
             fallback: None,
             waiting: RefCell::new(RcptQueue::default()),
@@ -458,8 +525,9 @@ impl Engine {
         if dest.mx_placed.replace(true) {
             return;
         }
-        if let Some(q) = self.queues.for_mx(route) {
-            if Rc::ptr_eq(&dest.queue(), self.queues.general()) {
+        let queues = self.queues();
+        if let Some(q) = queues.for_mx(route) {
+            if Rc::ptr_eq(&dest.queue(), queues.general()) {
                 *dest.queue.borrow_mut() = q;
             }
         }
@@ -493,7 +561,7 @@ impl Engine {
         // gone (so the limits hold on the wire too), and waits in the FIFO
         // either way. One eviction per waiting destination.
         let queue_full = queue.active.get() >= queue.max_connections;
-        let budget_full = self.conns.get() >= self.settings.max_connections.max(1);
+        let budget_full = self.conns.get() >= self.settings.max_connections.get().max(1);
         if queue_full || budget_full {
             if active == 0 && !dest.starved.get() {
                 self.evict_idle(queue_full.then_some(&queue));
@@ -574,7 +642,7 @@ impl Engine {
         if starved.is_empty() {
             return false;
         }
-        if self.conns.get() >= self.settings.max_connections.max(1) {
+        if self.conns.get() >= self.settings.max_connections.get().max(1) {
             return true;
         }
         starved

@@ -64,6 +64,7 @@ impl Key {
 /// (queries run as local tasks) and share it as `Rc<Resolver>`.
 pub struct Resolver {
     inner: Rc<Inner>,
+    config: ResolverConfig,
 }
 
 struct Inner {
@@ -104,6 +105,7 @@ impl Resolver {
             max_concurrent: cfg.max_concurrent_queries,
         });
         Ok(Rc::new(Resolver {
+            config: cfg.clone(),
             inner: Rc::new(Inner {
                 client,
                 cache: RefCell::new(Cache::new(cfg.cache.clone())),
@@ -115,6 +117,11 @@ impl Resolver {
                 smtp_port: cfg.smtp_port,
             }),
         }))
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &ResolverConfig {
+        &self.config
     }
 
     /// The mail exchangers of `domain` per RFC 5321 §5.1 (MX, implicit MX,

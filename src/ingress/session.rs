@@ -37,7 +37,7 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
         local,
         relay_allowed: shared.relay_allowed(remote.ip()),
     };
-    let cfg = shared.smtp.clone();
+    let cfg = shared.smtp.load_full();
     let mut session = if core.over_session_limit() {
         ServerSession::new_refusing(
             cfg,
@@ -140,7 +140,7 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
         if let Some((id, ack)) = awaiting.take() {
             let timeout = match waits {
                 Some(AckMode::Journal) => JOURNAL_TIMEOUT,
-                _ => shared.config.delivery.downstream_timeout.0,
+                _ => shared.live.load().delivery.downstream_timeout.0,
             };
             let verdict = match ack.wait(timeout).await {
                 Decision::Returned | Decision::Refused => Verdict::Rejected(ack.failure_reply()),
@@ -182,11 +182,25 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
             // happen with a well-behaved machine; close rather than spin.
             break;
         }
-        match conn.read(spare).await {
-            Ok(0) => break,
-            Ok(n) => input.filled(n),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => session.handle_timeout(),
-            Err(_) => break,
+        // A stop request ends an idle session at once (421) rather than
+        // at its read deadline; one inside a transaction finishes it first.
+        if core.is_stopping() && session.shutdown() {
+            continue;
+        }
+        let stop = core.stop_listener();
+        let read = futures_lite::future::or(async { Some(conn.read(spare).await) }, async {
+            stop.await;
+            None
+        })
+        .await;
+        match read {
+            None => {
+                session.shutdown();
+            }
+            Some(Ok(0)) => break,
+            Some(Ok(n)) => input.filled(n),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => session.handle_timeout(),
+            Some(Err(_)) => break,
         }
     }
     conn.close().await;

@@ -25,6 +25,7 @@ pub struct Core {
     sessions: Cell<usize>,
     max_sessions: usize,
     last_id: Cell<u64>,
+    stop: event_listener::Event,
 }
 
 impl Core {
@@ -63,6 +64,16 @@ impl Core {
         let t = now.max(self.last_id.get() + 1);
         self.last_id.set(t);
         (t << 8) | (self.index as u64 & 0xff)
+    }
+
+    /// Whether the daemon is stopping.
+    pub fn is_stopping(&self) -> bool {
+        super::stopping(&self.shared)
+    }
+
+    /// Fires once the core notices a stop request.
+    pub fn stop_listener(&self) -> event_listener::EventListener {
+        self.stop.listen()
     }
 
     /// Counts a session for as long as the guard lives.
@@ -151,6 +162,7 @@ pub async fn run(
         sessions: Cell::new(0),
         max_sessions: per_core,
         last_id: Cell::new(0),
+        stop: event_listener::Event::new(),
     });
 
     for (_, rx) in receivers.streams() {
@@ -183,13 +195,37 @@ pub async fn run(
         .collect();
 
     // Control-plane check, off the mail path: a few wakeups per second.
+    let mut generation = 0;
     while !super::stopping(&core.shared) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
+        // A SIGHUP reload: the engine re-reads limits, queues and routes.
+        let now = core
+            .shared
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if now != generation {
+            generation = now;
+            if let Some(e) = &engine {
+                e.reconfigure(&core.shared.live.load());
+            }
+            if let Some(a) = core.shared.applied.get(core.index) {
+                a.store(now, std::sync::atomic::Ordering::Release);
+            }
+        }
     }
     drop(listeners); // stop accepting
+    core.stop.notify(usize::MAX);
     let deadline = Instant::now() + STOP_GRACE;
     while core.sessions.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    // Outbound: no new transactions; those on the wire finish (their
+    // outcomes are journaled below), then the connections close.
+    if let Some(e) = &engine {
+        e.drain();
+        while e.connections_open() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
     }
     if let Some(j) = engine.as_ref().and_then(|e| e.journal()) {
         // Outcome records of the last moments: written before we go.
@@ -228,8 +264,8 @@ fn build_engine(
     )?;
     let settings = crate::delivery::EngineSettings {
         hostname: c.hostname.clone(),
-        max_connections: c.delivery.max_connections,
-        connect_timeout: c.delivery.connect_timeout.0,
+        max_connections: std::cell::Cell::new(c.delivery.max_connections),
+        connect_timeout: std::cell::Cell::new(c.delivery.connect_timeout.0),
         tls_verify: c.delivery.tls_verify,
     };
     let log_path = c

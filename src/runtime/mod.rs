@@ -157,8 +157,10 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, St
     })
 }
 
-/// What SIGHUP does: reopen the delivery logs, reload TLS and AUTH files.
-pub fn reload(shared: &Shared) -> Result<(), String> {
+/// What SIGHUP does: reopen the delivery logs and reload the reloadable
+/// configuration ([`Shared::reload`]); `Ok` carries a note naming changed
+/// settings that need a restart (empty when none).
+pub fn reload(shared: &Shared) -> Result<String, String> {
     shared::reload(shared)
 }
 

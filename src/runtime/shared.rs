@@ -14,12 +14,21 @@ use std::sync::Arc;
 
 /// State shared by all cores.
 pub struct Shared {
-    /// The configuration the daemon started with.
+    /// The configuration the daemon started with (what needs a restart to
+    /// change is read from here).
     pub config: Config,
+    /// The configuration in force: `config` until a SIGHUP loads a newer
+    /// one. Delivery limits, queues, routes and the SMTP limits come from
+    /// here.
+    pub live: ArcSwap<Config>,
+    /// Bumped on every accepted reload; shards compare it to re-read `live`.
+    pub generation: std::sync::atomic::AtomicU64,
+    /// The generation each shard has applied.
+    pub applied: Vec<std::sync::atomic::AtomicU64>,
     /// Where it came from (re-read on SIGHUP).
     pub config_path: Option<PathBuf>,
-    /// The SMTP server settings derived from `config`.
-    pub smtp: Arc<ServerConfig>,
+    /// The SMTP server settings derived from `live`.
+    pub smtp: ArcSwap<ServerConfig>,
     /// The current STARTTLS configuration, if TLS is configured.
     pub tls: ArcSwapOption<rustls::ServerConfig>,
     /// The current AUTH users.
@@ -41,26 +50,19 @@ impl Shared {
     ) -> Result<Self, String> {
         let tls = load_tls(&config)?;
         let users = load_users(&config)?;
-        let smtp = Arc::new(ServerConfig {
-            hostname: config.hostname.clone(),
-            max_message_size: config.smtp.max_message_size.as_usize(),
-            max_recipients: config.smtp.max_recipients,
-            max_errors: config.smtp.max_errors,
-            max_line_length: 1000,
-            offer_starttls: tls.is_some(),
-            auth_enabled: config.auth.users_file.is_some(),
-            auth_without_tls: config.auth.allow_plaintext,
-            allow_undeclared_8bit: config.smtp.allow_undeclared_8bit,
-            command_timeout: config.smtp.command_timeout.0,
-            data_timeout: config.smtp.data_timeout.0,
-        });
+        let smtp = server_config(&config, tls.is_some());
         Ok(Shared {
-            smtp,
+            smtp: ArcSwap::from_pointee(smtp),
             tls: ArcSwapOption::new(tls),
             users: ArcSwap::from_pointee(users),
             loads: super::new_loads(shards),
             stopping: AtomicBool::new(false),
             log_reopen: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            live: ArcSwap::from_pointee(config.clone()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            applied: (0..shards)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
             config,
             config_path,
         })
@@ -68,30 +70,97 @@ impl Shared {
 
     /// Whether `ip` may relay without authenticating.
     pub fn relay_allowed(&self, ip: IpAddr) -> bool {
-        self.config
+        self.live
+            .load()
             .smtp
             .relay_networks
             .iter()
             .any(|net| net.contains(ip))
     }
 
-    /// Re-reads the TLS certificate and AUTH users. On any error the old
-    /// material stays in force and the error is returned.
-    pub fn reload(&self) -> Result<(), String> {
+    /// Re-reads the configuration file. What can change in flight does —
+    /// TLS certificate, AUTH users, SMTP limits and relay networks, delivery
+    /// limits, queues and their rules, static routes and the smarthost —
+    /// without dropping a connection; on any error the old configuration
+    /// stays in force and the error is returned. Settings that need a
+    /// restart are named in the `Ok` message.
+    pub fn reload(&self) -> Result<String, String> {
         let fresh = match &self.config_path {
             Some(p) => Config::load(p).map_err(|e| e.to_string())?,
             None => self.config.clone(),
         };
-        // Only the TLS and AUTH files are reloadable so far; the rest of the
-        // configuration needs a restart.
         let tls = load_tls(&fresh)?;
         let users = load_users(&fresh)?;
-        if tls.is_some() != self.smtp.offer_starttls {
+        if tls.is_some() != self.smtp.load().offer_starttls {
             return Err("adding or removing TLS needs a restart".into());
         }
+        // Everything a shard would build from it must build: check now, so
+        // a bad queue or route is refused here, not on the cores.
+        fresh.dns.validate().map_err(|e| e.to_string())?;
+        crate::dns::routes::Routes::new(
+            &fresh.dns.routes,
+            fresh.dns.smarthost.as_ref(),
+            fresh.dns.smtp_port,
+        )
+        .map_err(|e| e.to_string())?;
+        crate::delivery::queues::Queues::new(
+            &fresh.delivery.queues,
+            &fresh
+                .delivery
+                .queue_defaults(&fresh.hostname, fresh.dns.smtp_port),
+        )?;
+        let restart = needs_restart(&self.config, &fresh);
+        self.smtp
+            .store(Arc::new(server_config(&fresh, tls.is_some())));
         self.tls.store(tls);
         self.users.store(Arc::new(users));
-        Ok(())
+        self.live.store(Arc::new(fresh));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(if restart.is_empty() {
+            String::new()
+        } else {
+            format!("unchanged until a restart: {}", restart.join(", "))
+        })
+    }
+}
+
+/// The settings a reload cannot apply that differ in `fresh`.
+fn needs_restart(old: &Config, fresh: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if old.smtp.listen != fresh.smtp.listen {
+        v.push("smtp.listen");
+    }
+    if old.cores != fresh.cores {
+        v.push("cores");
+    }
+    if old.ack != fresh.ack {
+        v.push("ack");
+    }
+    if old.route != fresh.route {
+        v.push("route");
+    }
+    if old.state_dir != fresh.state_dir {
+        v.push("state_dir");
+    }
+    if old.hostname != fresh.hostname {
+        v.push("hostname (EHLO of outbound connections keeps the new name)");
+    }
+    v
+}
+
+fn server_config(config: &Config, tls: bool) -> ServerConfig {
+    ServerConfig {
+        hostname: config.hostname.clone(),
+        max_message_size: config.smtp.max_message_size.as_usize(),
+        max_recipients: config.smtp.max_recipients,
+        max_errors: config.smtp.max_errors,
+        max_line_length: 1000,
+        offer_starttls: tls,
+        auth_enabled: config.auth.users_file.is_some(),
+        auth_without_tls: config.auth.allow_plaintext,
+        allow_undeclared_8bit: config.smtp.allow_undeclared_8bit,
+        command_timeout: config.smtp.command_timeout.0,
+        data_timeout: config.smtp.data_timeout.0,
     }
 }
 
@@ -111,9 +180,23 @@ fn load_users(config: &Config) -> Result<Users, String> {
 
 /// SIGHUP (and `sluicectl reload`): reopen log files and reload the
 /// reloadable configuration.
-pub(crate) fn reload(shared: &Shared) -> Result<(), String> {
+pub(crate) fn reload(shared: &Shared) -> Result<String, String> {
     shared.log_reopen.fetch_add(1, Ordering::Relaxed);
-    shared.reload()
+    let note = shared.reload()?;
+    // "Reloaded" means in force: wait (briefly) for every shard to apply it.
+    let generation = shared.generation.load(Ordering::Acquire);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while shared
+        .applied
+        .iter()
+        .any(|a| a.load(Ordering::Acquire) < generation)
+    {
+        if std::time::Instant::now() >= deadline {
+            return Ok(format!("{note} (some shards had not applied it after 5 s)"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(note)
 }
 
 /// Handle to the signal thread.
@@ -148,9 +231,13 @@ pub fn spawn_signal_thread(
                         // READY=1 either way: a refused reload leaves the
                         // old configuration serving.
                         match reload(&shared) {
-                            Ok(()) => {
-                                tracing::info!("reloaded TLS certificate and AUTH users");
-                                eprintln!("sluice: reloaded");
+                            Ok(note) => {
+                                tracing::info!(%note, "reloaded the configuration");
+                                if note.is_empty() {
+                                    eprintln!("sluice: reloaded");
+                                } else {
+                                    eprintln!("sluice: reloaded; {note}");
+                                }
                                 notifier.ready("running; last reload accepted");
                             }
                             Err(e) => {

@@ -377,6 +377,23 @@ impl ServerSession {
         pos
     }
 
+    /// The daemon is stopping. Between transactions the session says
+    /// `421 4.3.2` and closes (true); inside one (or while an answer is
+    /// awaited) it is left to finish and false is returned — ask again.
+    pub fn shutdown(&mut self) -> bool {
+        if self.closing {
+            return true;
+        }
+        if self.txn.is_some() || self.awaiting.is_some() || !matches!(self.phase, Phase::Command) {
+            return false;
+        }
+        self.out.extend_from_slice(b"421 4.3.2 ");
+        push_sanitized(&mut self.out, self.config.hostname.as_bytes());
+        self.out.extend_from_slice(b" Service shutting down\r\n");
+        self.close();
+        true
+    }
+
     /// The read deadline fired: say so and close.
     pub fn handle_timeout(&mut self) {
         if self.closing {

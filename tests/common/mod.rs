@@ -134,7 +134,9 @@ impl Daemon {
     /// SIGKILL (no chance to flush anything), wait for the process to go,
     /// and hand back its directory for a restart.
     pub fn kill(mut self) -> tempfile::TempDir {
-        self.signal(nix::sys::signal::Signal::SIGKILL);
+        // It may have exited already (after SIGTERM).
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
