@@ -242,3 +242,23 @@ fn bad_queue_definitions_are_refused_at_startup() {
         "{out}"
     );
 }
+
+#[test]
+fn a_tight_budget_still_delivers_everything_without_deferrals() {
+    // Twenty destinations through two connection slots: connections are
+    // evicted and replaced constantly, and none may take a transaction it
+    // is about to close (that would defer the mail for a retry interval).
+    let lab = Lab::start(
+        &zone_with_domains(20),
+        "[default]\n",
+        "cores = [0]\n[delivery]\ntls = \"none\"\nmax_connections = 2\nidle_timeout = \"300s\"\n",
+    );
+    let rcpts: Vec<String> = (0..20).map(|i| format!("r@e{i}.test")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    send(lab.sluice(), "s@sender.test", &refs, 10);
+    let r = lab.wait_sink("200 recipients", |r| r.recipients_accepted == 200);
+    assert_eq!(r.duplicates, 0);
+    assert!(r.peak_connections_per_ip.get("127.0.0.1") <= Some(&2), "{r:#?}");
+    lab.wait_log(&["\"event\":\"delivered\""], 200);
+    assert_eq!(lab.log_lines(&["\"event\":\"deferred\""]).len(), 0);
+}

@@ -139,6 +139,7 @@ pub async fn run(slot: Slot) {
     let mut sent = 0usize;
     let window = client.max_pipelined_txns.max(1);
     let mut closed = false;
+    let mut quitting = false;
 
     while !closed {
         // Limits from the queue in force now: a reload applies to the next
@@ -150,9 +151,12 @@ pub async fn run(slot: Slot) {
                 q.max_messages_per_connection.max(1),
             )
         };
-        // Fill the window from the destination's queue.
+        // Fill the window from the destination's queue. Never hand a
+        // transaction to a session we asked to quit: it would come straight
+        // back deferred (and wait a whole retry interval).
         while inflight.len() < window
             && sent < max_messages
+            && !quitting
             && !dest.is_paused()
             && !engine.draining()
         {
@@ -246,18 +250,20 @@ pub async fn run(slot: Slot) {
         }
 
         if inflight.is_empty() && session.is_ready() {
-            if sent >= max_messages {
-                session.quit();
-                continue;
-            }
-            if engine.draining() {
+            if sent >= max_messages || engine.draining() {
+                quitting = true;
                 session.quit();
                 continue;
             }
             if dest.waiting.borrow().is_empty() || dest.is_paused() {
                 match wait_for_work(&engine, &dest, &queue).await {
                     Idle::Work => {}
-                    Idle::TimedOut | Idle::Evicted => session.quit(),
+                    Idle::TimedOut | Idle::Evicted => {
+                        quitting = true;
+                        session.quit();
+                        // Work that arrived meanwhile needs another connection.
+                        engine.kick(&dest);
+                    }
                 }
             }
             continue;
@@ -306,7 +312,10 @@ async fn wait_for_work(engine: &Engine, dest: &Dest, queue: &Rc<Queue>) -> Idle 
         dest.idle.set(dest.idle.get().saturating_sub(1));
         return Idle::TimedOut;
     }
-    let outcome = if has_work() {
+    // Evicted the moment it went idle (someone waits for the slot).
+    let outcome = if ticket.evicted.get() {
+        Idle::Evicted
+    } else if has_work() {
         Idle::Work
     } else {
         let idle = queue.idle_timeout;
