@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
-const TEST_USER: &str = "sluice-test";
+use common::TEST_USER;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,14 +50,7 @@ fn install(destdir: &Path) -> String {
     out
 }
 
-fn user_exists(name: &str) -> bool {
-    Command::new("getent")
-        .args(["passwd", name])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
+use common::{service_user as test_user, user_exists};
 
 #[test]
 fn install_stages_every_file_without_touching_the_live_system() {
@@ -233,32 +226,6 @@ fn unit_syscall_filter_allows_what_glommio_needs() {
     ] {
         assert!(allowed.contains(syscall), "{syscall} is filtered out");
     }
-}
-
-/// The uid and gid of `TEST_USER`, creating it as a system user if missing.
-fn test_user() -> (u32, u32) {
-    assert!(
-        common::run(Command::new("id").arg("-u")).1.trim() == "0",
-        "this test starts sluice as `{TEST_USER}` and must run as root (CI does)"
-    );
-    if !user_exists(TEST_USER) {
-        let (ok, out) = common::run(Command::new("useradd").args([
-            "--system",
-            "--no-create-home",
-            "--user-group",
-            "--shell",
-            "/usr/sbin/nologin",
-            TEST_USER,
-        ]));
-        // A concurrent run may have created it in between.
-        assert!(ok || user_exists(TEST_USER), "useradd {TEST_USER}: {out}");
-    }
-    let id = |flag: &str| -> u32 {
-        let (ok, out) = common::run(Command::new("id").args([flag, TEST_USER]));
-        assert!(ok, "id {flag} {TEST_USER}: {out}");
-        out.trim().parse().unwrap()
-    };
-    (id("-u"), id("-g"))
 }
 
 /// Reads notification datagrams until one satisfies `want`, failing after

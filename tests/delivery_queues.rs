@@ -258,7 +258,10 @@ fn a_tight_budget_still_delivers_everything_without_deferrals() {
     send(lab.sluice(), "s@sender.test", &refs, 10);
     let r = lab.wait_sink("200 recipients", |r| r.recipients_accepted == 200);
     assert_eq!(r.duplicates, 0);
-    assert!(r.peak_connections_per_ip.get("127.0.0.1") <= Some(&2), "{r:#?}");
+    assert!(
+        r.peak_connections_per_ip.get("127.0.0.1") <= Some(&2),
+        "{r:#?}"
+    );
     lab.wait_log(&["\"event\":\"delivered\""], 200);
     assert_eq!(lab.log_lines(&["\"event\":\"deferred\""]).len(), 0);
 }

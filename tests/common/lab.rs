@@ -42,6 +42,16 @@ impl Lab {
     /// Like [`start`], but MX deliveries go to `smtp_port` (another
     /// receiver, such as Postfix or aiosmtpd) instead of the sink.
     pub fn start_with_port(zone: &str, profile: &str, config: &str, smtp_port: Option<u16>) -> Lab {
+        Self::launch(zone, profile, config, smtp_port, false)
+    }
+
+    fn launch(
+        zone: &str,
+        profile: &str,
+        config: &str,
+        smtp_port: Option<u16>,
+        service_user: bool,
+    ) -> Lab {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -75,7 +85,12 @@ impl Lab {
             dns.local_addr(),
             smtp_port.unwrap_or(sink_addr.port())
         );
-        let sluice = Daemon::start(&cfg);
+        let dir = tempfile::tempdir().unwrap();
+        let sluice = if service_user {
+            Daemon::start_as_service_user(dir, &cfg)
+        } else {
+            Daemon::start_in(dir, &cfg)
+        };
         let base = cfg.clone();
         Lab {
             base,
@@ -86,6 +101,11 @@ impl Lab {
             stop_sink: Some(tx),
             sluice: Some(sluice),
         }
+    }
+
+    /// Like [`start`], with sluice running as the unprivileged service user.
+    pub fn start_as_service_user(zone: &str, profile: &str, config: &str) -> Lab {
+        Self::launch(zone, profile, config, None, true)
     }
 
     /// Kills sluice with SIGKILL and starts it again on the same state

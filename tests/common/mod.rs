@@ -43,8 +43,19 @@ impl Daemon {
         Self::start_in(dir, config)
     }
 
+    /// Like [`start_in`], as the unprivileged [`TEST_USER`]: the directory
+    /// and a copy of the binary are handed to that user first.
+    pub fn start_as_service_user(dir: tempfile::TempDir, config: &str) -> Daemon {
+        let (uid, gid) = service_user();
+        Self::launch(dir, config, Some((uid, gid)))
+    }
+
     /// Like [`start`] with a directory the test already populated.
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+        Self::launch(dir, config, None)
+    }
+
+    fn launch(dir: tempfile::TempDir, config: &str, user: Option<(u32, u32)>) -> Daemon {
         let mut text = String::new();
         if !config.contains("hostname") {
             text.push_str("hostname = \"sluice.test\"\n");
@@ -67,7 +78,22 @@ impl Daemon {
         }
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let mut cmd = match user {
+            None => Command::new(env!("CARGO_BIN_EXE_sluice")),
+            Some((uid, gid)) => {
+                use std::os::unix::fs::PermissionsExt;
+                use std::os::unix::process::CommandExt;
+                // The checkout may sit where the user cannot reach (/root).
+                let bin = dir.path().join("sluice-bin");
+                std::fs::copy(env!("CARGO_BIN_EXE_sluice"), &bin).unwrap();
+                std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+                chown_tree(dir.path(), uid, gid);
+                let mut c = Command::new(bin);
+                c.uid(uid).gid(gid);
+                c
+            }
+        };
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "warn")
@@ -309,4 +335,60 @@ pub fn run(cmd: &mut Command) -> (bool, String) {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
+}
+
+/// The unprivileged account tests run the daemon as (what the systemd unit
+/// does with `User=sluice`).
+pub const TEST_USER: &str = "sluice-test";
+
+/// Whether a user exists.
+pub fn user_exists(name: &str) -> bool {
+    Command::new("getent")
+        .args(["passwd", name])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The uid and gid of [`TEST_USER`], creating it as a system user if
+/// missing. Needs root (CI runs as root).
+pub fn service_user() -> (u32, u32) {
+    assert!(
+        run(Command::new("id").arg("-u")).1.trim() == "0",
+        "this test starts sluice as `{TEST_USER}` and must run as root (CI does)"
+    );
+    if !user_exists(TEST_USER) {
+        let (ok, out) = run(Command::new("useradd").args([
+            "--system",
+            "--no-create-home",
+            "--user-group",
+            "--shell",
+            "/usr/sbin/nologin",
+            TEST_USER,
+        ]));
+        // A concurrent run may have created it in between.
+        assert!(ok || user_exists(TEST_USER), "useradd {TEST_USER}: {out}");
+    }
+    let id = |flag: &str| -> u32 {
+        let (ok, out) = run(Command::new("id").args([flag, TEST_USER]));
+        assert!(ok, "id {flag} {TEST_USER}: {out}");
+        out.trim().parse().unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+/// Hands a directory tree to `uid:gid`.
+pub fn chown_tree(dir: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).unwrap();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                chown_tree(&p, uid, gid);
+            } else {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+            }
+        }
+    }
 }
