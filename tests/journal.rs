@@ -323,3 +323,36 @@ fn a_full_disk_answers_452_loses_nothing_and_recovers_when_space_returns() {
     drop(lab);
     drop(fs);
 }
+
+#[test]
+fn more_cores_after_a_restart_move_recipients_to_their_new_shards() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let routed = |to: &str, cores: &str| {
+        format!(
+            "ack = \"journal\"\ncores = {cores}\n[delivery]\ntls = \"none\"\nconnect_timeout = \"1s\"\n\
+             retry = {{ intervals = [\"1s\"] }}\n[[dns.routes]]\ndomains = [\"*.test\"]\nhosts = [\"{to}\"]\n"
+        )
+    };
+    let mut lab = Lab::start("", "[default]\n", &routed("127.0.0.1:9", "[0]"));
+    let rcpts: Vec<String> = (0..16).map(|i| format!("r@e{i}.test")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    send(lab.sluice(), "s@sender.test", &refs, 5);
+    lab.wait_log(&["\"event\":\"deferred\""], 80);
+    let dir = lab.sluice.take().unwrap().kill();
+    let open = lab
+        .config()
+        .replace("cores = [0]", "cores = [0, 1]")
+        .replace(
+            "127.0.0.1:9",
+            &format!("127.0.0.1:{}", lab.sink_addr.port()),
+        );
+    lab.sluice = Some(Daemon::start_in(dir, &open));
+    lab.sluice().wait_log("re-homed", 1);
+    let r = lab.wait_sink("80 recipients", |r| r.recipients_accepted >= 80);
+    assert_eq!((r.recipients_accepted, r.duplicates), (80, 0), "{r:#?}");
+    // Shard 1 now has a journal of its own with the moved recipients.
+    assert!(lab.sluice().path("journal/shard-1").exists());
+}
