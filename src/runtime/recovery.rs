@@ -39,6 +39,8 @@ pub(super) fn open_journal(c: &Config, index: usize) -> Result<(Journal, Recover
 /// owns, and (on shard 0) drains the directories of vanished shards.
 pub(super) async fn restore(core: Rc<Core>, engine: Rc<Engine>, r: Recovery) {
     report(core.index, &r);
+    let started = std::time::Instant::now();
+    let replay = r.stats.elapsed;
     let (index, shards) = (core.index, core.shards);
     let mut moved = 0u64;
     for m in r.messages {
@@ -59,6 +61,11 @@ pub(super) async fn restore(core: Rc<Core>, engine: Rc<Engine>, r: Recovery) {
     if moved > 0 {
         eprintln!("sluice: journal shard={index} re-homed {moved} recipients to their new shards");
     }
+    eprintln!(
+        "sluice: journal shard={index} requeued in ms={} (replay and requeue: ms={})",
+        started.elapsed().as_millis(),
+        (replay + started.elapsed()).as_millis()
+    );
     if index == 0 {
         for dir in vanished_shards(&core.shared.config.state_dir.join("journal"), shards) {
             drain(&core, &dir).await;
