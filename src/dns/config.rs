@@ -192,23 +192,10 @@ impl ResolverConfig {
     }
 }
 
-/// Parses `"2s"`, `"500ms"`, `"5m"`, `"1h"`, `"1d"` or `"30"` (seconds).
+/// Parses `"2s"`, `"500ms"`, `"5m"`, `"1h"`, `"1d"` or `"30"` (seconds):
+/// the daemon's one duration syntax ([`crate::config::parse_duration`]).
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs);
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3_600),
-        "d" => secs(86_400),
-        _ => None,
-    }
+    crate::config::parse_duration(text).ok()
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
