@@ -12,7 +12,7 @@ mod units;
 
 pub use error::ConfigError;
 pub use schema::*;
-pub use units::{ByteSize, Cidr, Seconds};
+pub use units::{parse_duration, ByteSize, Cidr, Seconds};
 
 use std::path::Path;
 

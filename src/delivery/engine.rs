@@ -88,6 +88,8 @@ pub struct Dest {
     starved: Cell<bool>,
     /// Operator state (paused) and per-destination counters.
     pub(super) ctl: super::control::DestControl,
+    /// Feed-rate controller, rate limits, warm-up, source addresses.
+    pub(super) shaper: RefCell<super::shaping::Shaper>,
 }
 
 impl Dest {
@@ -424,6 +426,7 @@ impl Engine {
             work: Event::new(),
             starved: Cell::new(false),
             ctl: Default::default(),
+            shaper: Default::default(),
         });
         self.dests.borrow_mut().insert(name, d.clone());
         d
@@ -447,6 +450,7 @@ impl Engine {
             work: Event::new(),
             starved: Cell::new(false),
             ctl: Default::default(),
+            shaper: Default::default(),
         });
         self.dests.borrow_mut().insert(name, d.clone());
         d
@@ -473,6 +477,10 @@ impl Engine {
         if queued == 0 || dest.is_paused() {
             return Kick::Done;
         }
+        // Suspended or over the warm-up cap: a timer kicks it again later.
+        if self.shaping_gate(dest).is_some() {
+            return Kick::AtLimit;
+        }
         if dest.idle.get() > 0 {
             dest.work.notify(queued.min(dest.idle.get()));
             return Kick::Done;
@@ -484,7 +492,7 @@ impl Engine {
         if active > 0 && queued <= active * per_conn {
             return Kick::Done;
         }
-        if active >= queue.max_connections_per_destination {
+        if active >= self.connection_cap(dest, &queue) {
             return Kick::AtLimit;
         }
         // At the queue's or the shard's limit, a destination without any
@@ -611,6 +619,9 @@ impl Engine {
         outcome: &Outcome,
         via: &ConnInfo,
     ) {
+        // The controller learns from it; a response rule may change it.
+        let shaped = self.shape_outcome(dest, outcome, via);
+        let outcome = &shaped.outcome;
         rcpt.attempts += 1;
         if rcpt.attempts == 1 {
             if let Some(ack) = &rcpt.msg.ack {
@@ -636,11 +647,19 @@ impl Engine {
                 self.add_dsn(&rcpt, r, via);
                 self.finish(&rcpt);
             }
-            Outcome::Deferred(r) => self.defer(dest, rcpt, r, via),
+            Outcome::Deferred(r) => self.defer(dest, rcpt, r, via, shaped.due),
         }
     }
 
-    fn defer(self: &Rc<Self>, dest: &Rc<Dest>, rcpt: Rcpt, r: &Reply, via: &ConnInfo) {
+    /// Defers a recipient until `due`, or by the retry schedule.
+    fn defer(
+        self: &Rc<Self>,
+        dest: &Rc<Dest>,
+        rcpt: Rcpt,
+        r: &Reply,
+        via: &ConnInfo,
+        due: Option<Instant>,
+    ) {
         let queue = dest.queue();
         let age = unix_now().saturating_sub(rcpt.msg.accepted_unix);
         if age >= queue.message_expiry.as_secs() {
@@ -669,7 +688,10 @@ impl Engine {
             }
         }
         let unit = f64::from(rand::random::<u16>()) / 65536.0;
-        let delay = queue.retry.delay(rcpt.attempts, unit);
+        let delay = match due {
+            Some(t) => t.saturating_duration_since(Instant::now()),
+            None => queue.retry.delay(rcpt.attempts, unit),
+        };
         self.record(
             &rcpt,
             Recorded::Deferred {

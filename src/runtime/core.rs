@@ -222,10 +222,10 @@ fn build_engine(
 > {
     let c = &shared.config;
     let resolver = crate::dns::Resolver::new(c.dns.clone()).map_err(|e| e.to_string())?;
-    let queues = crate::delivery::queues::Queues::new(
-        &c.delivery.queues,
-        &c.delivery.queue_defaults(&c.hostname, c.dns.smtp_port),
-    )?;
+    let mut defaults = c.delivery.queue_defaults(&c.hostname, c.dns.smtp_port);
+    // Node-wide (queue) rate limits are shared evenly by the shards.
+    defaults.shaping.shards = shared.loads.len().max(1);
+    let queues = crate::delivery::queues::Queues::new(&c.delivery.queues, &defaults)?;
     let settings = crate::delivery::EngineSettings {
         hostname: c.hostname.clone(),
         max_connections: c.delivery.max_connections,
