@@ -358,7 +358,7 @@ impl Controller {
                 span += self.p.epoch.as_secs_f64();
             }
         }
-        n / span.max(0.1)
+        n / span.max(self.p.epoch.as_secs_f64())
     }
 
     fn tick(&mut self, now: Instant) {
