@@ -87,6 +87,10 @@ fn rows(series: &[Sample], d: &str) -> Vec<Row> {
     let mut prev: Option<(f64, u64, u64)> = None;
     for s in series {
         let Some(x) = s.domains.get(d) else { continue };
+        // Rates over whole seconds: the series is sampled more often.
+        if prev.is_some_and(|(t0, _, _)| s.t.floor() <= t0.floor()) {
+            continue;
+        }
         if let Some((t0, a0, f0)) = prev {
             let dt = (s.t - t0).max(1e-3);
             out.push((

@@ -86,7 +86,7 @@ pub struct RunReport {
     pub inject: InjectReport,
     /// The sink's final counters.
     pub sink: SinkReport,
-    /// Per-domain counters (and the SUT's controller state) every second.
+    /// Per-domain counters (and the SUT's controller state), five times a second.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub series: Vec<super::series::Sample>,
 }

@@ -1,4 +1,5 @@
-//! A time series of the run, one sample a second: the sink's per-domain
+//! A time series of the run, five samples a second (fine enough to time
+//! domains that finish within seconds): the sink's per-domain
 //! counters (accepted, 4xx, connections, suspended replies) and, when the
 //! SUT is a sluice with its admin API on `{admin}`, each destination's
 //! controller state from `/v1/destinations` (rate, allowed connections,
@@ -18,6 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::sink::SinkHandle;
+
+/// Time between samples.
+pub const INTERVAL: Duration = Duration::from_millis(200);
 
 /// One destination at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -67,12 +71,12 @@ pub(crate) struct Sampler {
 }
 
 impl Sampler {
-    /// Samples every second from `started` on.
+    /// Samples every [`INTERVAL`] from `started` on.
     pub(crate) fn start(sink: SinkHandle, admin: Option<Admin>, started: Instant) -> Sampler {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let out = samples.clone();
         let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(INTERVAL);
             loop {
                 tick.tick().await;
                 let t = started.elapsed().as_secs_f64();

@@ -325,8 +325,10 @@ impl Controller {
             self.suspended_until = Some(until);
         }
         if !self.probing {
-            // Slow start back to half of what it had before the trouble.
-            self.ssthresh = Some((before / 2.0).max(self.p.probe_rate));
+            // Slow start back to half of what it had before the trouble;
+            // with nothing known (suspended from the first attempt) slow
+            // start runs until the next throttling signal.
+            self.ssthresh = (before >= 2.0 * self.p.probe_rate).then_some(before / 2.0);
         }
         self.rate = Some(self.p.probe_rate);
         self.conc = Some(1);
