@@ -283,7 +283,7 @@ fn print_queues(qs: &[QueueInfo]) {
 
 fn print_destinations(ds: &[DestInfo]) {
     println!(
-        "{:>5} {:<30} {:<12} {:>8} {:>8} {:>7} {:>7} {:>5} {:>6} {:>7} {:>5} {:>9}  {}",
+        "{:>5} {:<30} {:<12} {:>8} {:>8} {:>7} {:>7} {:>5} {:>6} {:>7} {:>5} {:>9}  signal",
         "shard",
         "destination",
         "queue",
@@ -296,7 +296,6 @@ fn print_destinations(ds: &[DestInfo]) {
         "rate",
         "limit",
         "suspended",
-        "signal"
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -161,6 +161,10 @@ pub enum Wait {
     Closed(Instant),
 }
 
+/// Every source address is at its per-destination connection limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourcesBusy;
+
 /// One destination's shaping state.
 #[derive(Debug, Default)]
 pub struct Shaper {
@@ -279,7 +283,7 @@ impl Shaper {
     /// Picks the source address with the fewest of this destination's
     /// connections, under the per-address limit. `Ok(None)`: no pool;
     /// `Err`: every address is at its limit.
-    pub fn take_source(&mut self, q: &QueueShaping) -> Result<Option<IpAddr>, ()> {
+    pub fn take_source(&mut self, q: &QueueShaping) -> Result<Option<IpAddr>, SourcesBusy> {
         if q.source_ips.is_empty() {
             return Ok(None);
         }
@@ -292,7 +296,9 @@ impl Shaper {
             .map(|ip| (*ip, count(ip, &self.per_ip)))
             .filter(|(_, n)| *n < q.max_connections_per_source_ip)
             .min_by_key(|(_, n)| *n);
-        let Some((ip, _)) = best else { return Err(()) };
+        let Some((ip, _)) = best else {
+            return Err(SourcesBusy);
+        };
         match self.per_ip.iter_mut().find(|(x, _)| *x == ip) {
             Some(e) => e.1 += 1,
             None => self.per_ip.push((ip, 1)),
@@ -421,7 +427,7 @@ mod tests {
         assert_eq!(s.connection_cap(&q, 20), 4);
         let got: Vec<_> = (0..4).map(|_| s.take_source(&q).unwrap()).collect();
         assert_eq!(got.iter().filter(|x| **x == Some(a)).count(), 2);
-        assert_eq!(s.take_source(&q), Err(()));
+        assert_eq!(s.take_source(&q), Err(SourcesBusy));
         s.release_source(b);
         assert_eq!(s.take_source(&q), Ok(Some(b)));
     }
