@@ -289,20 +289,20 @@ fn unprivileged_daemon_speaks_sd_notify_through_start_watchdog_reload_and_stop()
     let bin = dir.path().join("sluice");
     std::fs::copy(SLUICE, &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut child = Command::new(&bin)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .env("NOTIFY_SOCKET", &notify_path)
-        // A ping every second.
-        .env("WATCHDOG_USEC", "2000000")
-        .uid(uid)
-        .gid(gid)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn(
+        Command::new(&bin)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .env("NOTIFY_SOCKET", &notify_path)
+            // A ping every second.
+            .env("WATCHDOG_USEC", "2000000")
+            .uid(uid)
+            .gid(gid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     let pid = child.id();
     let mut stderr = child.stderr.take().unwrap();
     let (log_tx, log_rx) = mpsc::channel();

@@ -87,7 +87,8 @@ fn committed_scenarios_parse() {
             "relay-1k",
             "relay-1k-journal",
             "relay-1k-postfix",
-            "throttled"
+            "throttled",
+            "throttled-baseline"
         ]
     );
 }

@@ -283,12 +283,27 @@ fn print_queues(qs: &[QueueInfo]) {
 
 fn print_destinations(ds: &[DestInfo]) {
     println!(
-        "{:>5} {:<30} {:<12} {:>8} {:>8} {:>7} {:>7} {:>5} {:>6}",
-        "shard", "destination", "queue", "waiting", "deferred", "oldest", "next", "conns", "paused"
+        "{:>5} {:<30} {:<12} {:>8} {:>8} {:>7} {:>7} {:>5} {:>6} {:>7} {:>5} {:>9}  signal",
+        "shard",
+        "destination",
+        "queue",
+        "waiting",
+        "deferred",
+        "oldest",
+        "next",
+        "conns",
+        "paused",
+        "rate",
+        "limit",
+        "suspended",
     );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     for d in ds {
         println!(
-            "{:>5} {:<30} {:<12} {:>8} {:>8} {:>7} {:>7} {:>5} {:>6}",
+            "{:>5} {:<30} {:<12} {:>8} {:>8} {:>7} {:>7} {:>5} {:>6} {:>7} {:>5} {:>9}  {}",
             d.shard,
             d.destination,
             d.queue,
@@ -297,7 +312,11 @@ fn print_destinations(ds: &[DestInfo]) {
             secs(d.oldest_age_secs),
             secs(d.next_attempt_secs),
             d.active_connections,
-            if d.paused { "yes" } else { "no" }
+            if d.paused { "yes" } else { "no" },
+            d.rate.map_or_else(|| "-".into(), |r| format!("{r:.1}/s")),
+            d.concurrency.map_or_else(|| "-".into(), |c| c.to_string()),
+            secs(d.suspended_until.map(|t| (t - now).max(0.0))),
+            d.last_signal.as_deref().unwrap_or("-")
         );
     }
 }

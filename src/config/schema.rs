@@ -344,6 +344,24 @@ pub struct DeliveryConfig {
     /// Specific queues, tried in order; every other domain is in the
     /// general queue, which uses the values above.
     pub queues: Vec<crate::delivery::queues::QueueConfig>,
+    /// Messages per second/minute/hour/day to each destination. Default
+    /// unlimited.
+    pub max_messages: crate::delivery::shaping::bucket::RateLimits,
+    /// Local source addresses connections are made from. Default: the
+    /// kernel's choice.
+    pub source_ips: Vec<std::net::IpAddr>,
+    /// Connections per destination per source address. Default unlimited.
+    pub max_connections_per_source_ip: Option<usize>,
+    /// Warm-up schedule: daily caps per destination on a curve.
+    pub warmup: Option<crate::delivery::shaping::warmup::WarmupConfig>,
+    /// Run the adaptive feed-rate controller. Default true.
+    pub adaptive: bool,
+    /// Response rules, tried after `rules_file` and before the defaults.
+    pub rules: Vec<crate::delivery::shaping::rules::RuleConfig>,
+    /// A file of `[[rule]]` tables, tried first.
+    pub rules_file: Option<std::path::PathBuf>,
+    /// Use the embedded default rules after the operator's. Default true.
+    pub default_rules: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -366,6 +384,14 @@ impl Default for DeliveryConfig {
             log_max_bytes: ByteSize(1 << 30),
             downstream_timeout: Seconds(Duration::from_secs(300)),
             queues: Vec::new(),
+            max_messages: Default::default(),
+            source_ips: Vec::new(),
+            max_connections_per_source_ip: None,
+            warmup: None,
+            adaptive: true,
+            rules: Vec::new(),
+            rules_file: None,
+            default_rules: true,
         }
     }
 }
@@ -390,6 +416,17 @@ impl DeliveryConfig {
             retry: self.retry.schedule(),
             tls: self.tls,
             smtp_port,
+            shaping: crate::delivery::shaping::ShapingDefaults {
+                max_messages: self.max_messages,
+                source_ips: self.source_ips.clone(),
+                max_connections_per_source_ip: self.max_connections_per_source_ip,
+                warmup: self.warmup.clone(),
+                adaptive: self.adaptive,
+                rules_file: self.rules_file.clone(),
+                rules: self.rules.clone(),
+                default_rules: self.default_rules,
+                shards: 1,
+            },
         }
     }
 }

@@ -11,6 +11,7 @@
 use super::engine::{ConnInfo, Dest, Engine};
 use super::queue::Rcpt;
 use super::queues::Queue;
+use super::shaping::Wait;
 use crate::readbuf::InputBuffer;
 use crate::smtp::client::{ClientEvent, ClientSession, Outcome, Recipient, Transaction};
 use crate::smtp::Reply;
@@ -60,6 +61,8 @@ pub struct Slot {
     engine: Rc<Engine>,
     dest: Rc<Dest>,
     queue: Rc<Queue>,
+    /// The source address taken from the queue's pool, if any.
+    source: Option<std::net::IpAddr>,
 }
 
 impl Slot {
@@ -69,18 +72,22 @@ impl Slot {
             engine,
             dest,
             queue,
+            source: None,
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(ip) = self.source {
+            self.dest.shaper.borrow_mut().release_source(ip);
+        }
         self.engine.connection_ended(&self.dest, &self.queue);
     }
 }
 
 /// Runs one connection for its slot's destination.
-pub async fn run(slot: Slot) {
+pub async fn run(mut slot: Slot) {
     let engine = slot.engine.clone();
     let dest = slot.dest.clone();
     let resolver = engine.resolver();
@@ -99,13 +106,36 @@ pub async fn run(slot: Slot) {
     // Limits and client settings of the queue the destination is in now.
     let queue = dest.queue();
     let client = queue.client.clone();
+    // A source address from the queue's pool, under its per-address limit.
+    let Ok(source) = dest.shaper.borrow_mut().take_source(&queue.shaping) else {
+        return;
+    };
+    slot.source = source;
+    // A host a `next-mx` rule put aside is tried last.
+    let avoid = dest
+        .shaper
+        .borrow()
+        .avoided_mx(std::time::Instant::now())
+        .map(str::to_string);
+    let mut hosts: Vec<_> = route.hosts.iter().collect();
+    if let Some(a) = &avoid {
+        hosts.sort_by_key(|h| h.name.eq_ignore_ascii_case(a));
+    }
     let mut info = ConnInfo::default();
     let mut stream = None;
     let mut errors = Vec::new();
-    'hosts: for host in &route.hosts {
+    'hosts: for host in hosts {
         for ip in &host.addrs {
             let addr = SocketAddr::new(*ip, host.port);
-            let connect = TcpStream::connect_timeout(addr, engine.settings.connect_timeout.get());
+            let timeout = engine.settings.connect_timeout.get();
+            let connect = async {
+                match source {
+                    Some(from) => super::shaping::source::connect_from(from, addr, timeout).await,
+                    None => TcpStream::connect_timeout(addr, timeout)
+                        .await
+                        .map_err(std::io::Error::from),
+                }
+            };
             match connect.await {
                 Ok(s) => {
                     info.mx = Some(host.name.clone());
@@ -123,6 +153,7 @@ pub async fn run(slot: Slot) {
         } else {
             format!("cannot connect: {}", errors.join("; "))
         };
+        engine.shaping_connect_failed(&dest);
         engine.defer_dest(&dest, Reply::new(451, Some((4, 4, 1)), text));
         return;
     };
@@ -140,6 +171,10 @@ pub async fn run(slot: Slot) {
     let window = client.max_pipelined_txns.max(1);
     let mut closed = false;
     let mut quitting = false;
+    // Transaction start times, for the controller's latency signal.
+    let mut started: Vec<(u64, std::time::Instant)> = Vec::with_capacity(window);
+    // Set when the shaper held the next transaction back.
+    let mut held: Option<Wait> = None;
 
     while !closed {
         // Limits from the queue in force now: a reload applies to the next
@@ -151,15 +186,23 @@ pub async fn run(slot: Slot) {
                 q.max_messages_per_connection.max(1),
             )
         };
-        // Fill the window from the destination's queue. Never hand a
-        // transaction to a session we asked to quit: it would come straight
-        // back deferred (and wait a whole retry interval).
+        // Fill the window from the destination's queue, as the shaper
+        // allows. Never hand a transaction to a session we asked to quit: it
+        // would come straight back deferred (and wait a whole retry
+        // interval).
         while inflight.len() < window
             && sent < max_messages
             && !quitting
             && !dest.is_paused()
             && !engine.draining()
         {
+            if dest.waiting.borrow().is_empty() {
+                break;
+            }
+            if let Err(w) = engine.admit(&dest, &dest.queue()) {
+                held = Some(w);
+                break;
+            }
             let batch = dest.waiting.borrow_mut().take_transaction(max_rcpt);
             let Some(first) = batch.first() else { break };
             let id = engine.next_txn.get();
@@ -182,6 +225,7 @@ pub async fn run(slot: Slot) {
                 smtputf8: msg.smtputf8,
             });
             inflight.push((id, batch));
+            started.push((id, std::time::Instant::now()));
             sent += 1;
         }
 
@@ -236,6 +280,10 @@ pub async fn run(slot: Slot) {
                 }
                 ClientEvent::TxnDone { txn } => {
                     inflight.retain(|(id, _)| *id != txn);
+                    if let Some(i) = started.iter().position(|(id, _)| *id == txn) {
+                        let (_, t) = started.swap_remove(i);
+                        engine.shaping_latency(&dest, t.elapsed());
+                    }
                 }
                 ClientEvent::Closed { .. } => closed = true,
             }
@@ -250,10 +298,31 @@ pub async fn run(slot: Slot) {
         }
 
         if inflight.is_empty() && session.is_ready() {
-            if sent >= max_messages || engine.draining() {
+            if sent >= max_messages || engine.draining() || engine.over_cap(&dest, &dest.queue()) {
                 quitting = true;
                 session.quit();
                 continue;
+            }
+            match held.take() {
+                // Suspended or capped for the day: let the connection go.
+                Some(Wait::Closed(_)) => {
+                    quitting = true;
+                    session.quit();
+                    continue;
+                }
+                // Paced: wait for the next token, unless that is longer
+                // than an idle connection is kept.
+                Some(Wait::Pace(at)) => {
+                    let wait = at.saturating_duration_since(std::time::Instant::now());
+                    if wait > queue.idle_timeout {
+                        quitting = true;
+                        session.quit();
+                    } else {
+                        glommio::timer::sleep(wait).await;
+                    }
+                    continue;
+                }
+                None => {}
             }
             if dest.waiting.borrow().is_empty() || dest.is_paused() {
                 match wait_for_work(&engine, &dest, &queue).await {

@@ -96,8 +96,22 @@ pub struct DestInfo {
     pub bounced: u64,
     /// Recipients expired.
     pub expired: u64,
-    /// Feed rate, once the rate controller exists (always null today).
+    /// The controller's allowed rate in messages a second; null while the
+    /// destination is not paced (no throttling signal yet).
     pub rate: Option<f64>,
+    /// Connections allowed now (static limit, controller, source pool).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// The last signal that changed the controller (`throttled (421)`,
+    /// `throttle 80%`, `suspend 60s`…).
+    #[serde(default)]
+    pub last_signal: Option<String>,
+    /// Unix time the suspension (or the warm-up cap) ends.
+    #[serde(default)]
+    pub suspended_until: Option<f64>,
+    /// Messages sent today and today's cap, under a warm-up schedule.
+    #[serde(default)]
+    pub warmup: Option<(u64, u64)>,
 }
 
 /// A recipient of a traced message still queued on a shard.
@@ -399,6 +413,20 @@ impl Engine {
                     (a, b) => a.or(b),
                 };
                 let (delivered, deferred_total, bounced, expired) = d.ctl.totals();
+                let queue = d.queue();
+                let shaper = d.shaper.borrow();
+                let unix = now_us() / 1_000_000;
+                let warmup = shaper.warmup_state(&queue.shaping, unix);
+                let until = shaper
+                    .ctl
+                    .suspended_until()
+                    .filter(|t| *t > now)
+                    .or_else(|| {
+                        // Over the warm-up cap: closed until the next UTC day.
+                        warmup
+                            .filter(|(sent, cap)| sent >= cap)
+                            .map(|_| now + std::time::Duration::from_secs(86_400 - unix % 86_400))
+                    });
                 DestInfo {
                     shard,
                     destination: d.domain.to_string(),
@@ -413,7 +441,20 @@ impl Engine {
                     deferred_total,
                     bounced,
                     expired,
-                    rate: None,
+                    rate: if queue.shaping.adaptive {
+                        shaper.ctl.rate()
+                    } else {
+                        None
+                    },
+                    concurrency: Some(
+                        shaper
+                            .connection_cap(&queue.shaping, queue.max_connections_per_destination),
+                    ),
+                    last_signal: shaper.ctl.last_signal().map(str::to_string),
+                    suspended_until: until.map(|t| {
+                        now_us() as f64 / 1e6 + t.saturating_duration_since(now).as_secs_f64()
+                    }),
+                    warmup,
                 }
             })
             .collect();

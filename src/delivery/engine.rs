@@ -88,6 +88,8 @@ pub struct Dest {
     starved: Cell<bool>,
     /// Operator state (paused) and per-destination counters.
     pub(super) ctl: super::control::DestControl,
+    /// Feed-rate controller, rate limits, warm-up, source addresses.
+    pub(super) shaper: RefCell<super::shaping::Shaper>,
 }
 
 impl Dest {
@@ -301,8 +303,10 @@ impl Engine {
     /// connection); connections already open finish under the limits they
     /// started with. Pause flags carry over by queue name. The caller has
     /// validated `c` ([`crate::runtime::Shared::reload`]).
-    pub fn reconfigure(self: &Rc<Self>, c: &crate::config::Config) {
-        let defaults = c.delivery.queue_defaults(&c.hostname, c.dns.smtp_port);
+    pub fn reconfigure(self: &Rc<Self>, c: &crate::config::Config, shards: usize) {
+        let mut defaults = c.delivery.queue_defaults(&c.hostname, c.dns.smtp_port);
+        // Node-wide queue limits are divided among the shards.
+        defaults.shaping.shards = shards.max(1);
         let queues = match Queues::new(&c.delivery.queues, &defaults) {
             Ok(q) => Rc::new(q),
             Err(e) => {
@@ -491,6 +495,7 @@ impl Engine {
             work: Event::new(),
             starved: Cell::new(false),
             ctl: Default::default(),
+            shaper: Default::default(),
         });
         self.dests.borrow_mut().insert(name, d.clone());
         d
@@ -514,6 +519,7 @@ impl Engine {
             work: Event::new(),
             starved: Cell::new(false),
             ctl: Default::default(),
+            shaper: Default::default(),
         });
         self.dests.borrow_mut().insert(name, d.clone());
         d
@@ -541,6 +547,10 @@ impl Engine {
         if queued == 0 || dest.is_paused() {
             return Kick::Done;
         }
+        // Suspended or over the warm-up cap: a timer kicks it again later.
+        if self.shaping_gate(dest).is_some() {
+            return Kick::AtLimit;
+        }
         if dest.idle.get() > 0 {
             dest.work.notify(queued.min(dest.idle.get()));
             return Kick::Done;
@@ -552,7 +562,7 @@ impl Engine {
         if active > 0 && queued <= active * per_conn {
             return Kick::Done;
         }
-        if active >= queue.max_connections_per_destination {
+        if active >= self.connection_cap(dest, &queue) {
             return Kick::AtLimit;
         }
         // At the queue's or the shard's limit, a destination without any
@@ -679,6 +689,9 @@ impl Engine {
         outcome: &Outcome,
         via: &ConnInfo,
     ) {
+        // The controller learns from it; a response rule may change it.
+        let shaped = self.shape_outcome(dest, outcome, via);
+        let outcome = &shaped.outcome;
         rcpt.attempts += 1;
         if rcpt.attempts == 1 {
             if let Some(ack) = &rcpt.msg.ack {
@@ -704,11 +717,19 @@ impl Engine {
                 self.add_dsn(&rcpt, r, via);
                 self.finish(&rcpt);
             }
-            Outcome::Deferred(r) => self.defer(dest, rcpt, r, via),
+            Outcome::Deferred(r) => self.defer(dest, rcpt, r, via, shaped.due),
         }
     }
 
-    fn defer(self: &Rc<Self>, dest: &Rc<Dest>, rcpt: Rcpt, r: &Reply, via: &ConnInfo) {
+    /// Defers a recipient until `due`, or by the retry schedule.
+    fn defer(
+        self: &Rc<Self>,
+        dest: &Rc<Dest>,
+        rcpt: Rcpt,
+        r: &Reply,
+        via: &ConnInfo,
+        due: Option<Instant>,
+    ) {
         let queue = dest.queue();
         let age = unix_now().saturating_sub(rcpt.msg.accepted_unix);
         if age >= queue.message_expiry.as_secs() {
@@ -737,7 +758,10 @@ impl Engine {
             }
         }
         let unit = f64::from(rand::random::<u16>()) / 65536.0;
-        let delay = queue.retry.delay(rcpt.attempts, unit);
+        let delay = match due {
+            Some(t) => t.saturating_duration_since(Instant::now()),
+            None => queue.retry.delay(rcpt.attempts, unit),
+        };
         self.record(
             &rcpt,
             Recorded::Deferred {

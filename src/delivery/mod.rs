@@ -6,6 +6,8 @@
 //! - [`engine`]: destinations, connection spawning, outcomes, retries, DSNs;
 //! - [`connection`]: the thin IO driver around the sans-IO SMTP client;
 //! - [`control`]: operator commands (pause, flush, bounce…) and metrics;
+//! - [`shaping`]: the feed-rate controller, static limits, response rules,
+//!   warm-up and source addresses;
 //! - [`retry`], [`dsn`], [`log`], [`tls`]: schedules, RFC 3464 reports, the
 //!   JSON-lines delivery log, outbound TLS.
 
@@ -17,6 +19,7 @@ pub mod log;
 pub mod queue;
 pub mod queues;
 pub mod retry;
+pub mod shaping;
 pub mod tls;
 
 pub use engine::{DeliveryCounters, Engine, EngineSettings};

@@ -16,6 +16,9 @@
 
 use crate::config::{OutboundTls, Seconds};
 use crate::delivery::retry::{RetryConfig, RetrySchedule};
+use crate::delivery::shaping::bucket::RateLimits;
+use crate::delivery::shaping::rules::Rules;
+use crate::delivery::shaping::{QueueShaping, QueueShapingConfig, ShapingDefaults};
 use crate::dns::Destination;
 use crate::smtp::client::{ClientConfig, TlsPolicy};
 use serde::Deserialize;
@@ -59,6 +62,38 @@ pub struct QueueConfig {
     pub tls: Option<OutboundTls>,
     /// Where recipients go after repeated failures.
     pub fallback: Option<FallbackConfig>,
+    /// Messages per second/minute/hour/day to each destination.
+    #[serde(default)]
+    pub max_messages: Option<RateLimits>,
+    /// Messages per second/minute/hour/day for the whole queue on the whole
+    /// node (each shard gets an even share).
+    #[serde(default)]
+    pub queue_max_messages: Option<RateLimits>,
+    /// Local source addresses for its connections.
+    #[serde(default)]
+    pub source_ips: Option<Vec<std::net::IpAddr>>,
+    /// Connections per destination per source address.
+    #[serde(default)]
+    pub max_connections_per_source_ip: Option<usize>,
+    /// Warm-up schedule (daily caps per destination).
+    #[serde(default)]
+    pub warmup: Option<crate::delivery::shaping::warmup::WarmupConfig>,
+    /// Whether the adaptive feed-rate controller runs.
+    #[serde(default)]
+    pub adaptive: Option<bool>,
+}
+
+impl QueueConfig {
+    fn shaping(&self) -> QueueShapingConfig {
+        QueueShapingConfig {
+            max_messages: self.max_messages,
+            queue_max_messages: self.queue_max_messages,
+            source_ips: self.source_ips.clone(),
+            max_connections_per_source_ip: self.max_connections_per_source_ip,
+            warmup: self.warmup.clone(),
+            adaptive: self.adaptive,
+        }
+    }
 }
 
 /// A queue's fallback route.
@@ -99,6 +134,8 @@ pub struct QueueDefaults {
     pub tls: OutboundTls,
     /// Default port for fallback hosts without one.
     pub smtp_port: u16,
+    /// Traffic shaping: limits, sources, warm-up, rules, shard count.
+    pub shaping: ShapingDefaults,
 }
 
 /// A queue's fallback, compiled.
@@ -137,13 +174,17 @@ pub struct Queue {
     pub(super) active: Cell<usize>,
     /// Paused by the operator (`sluicectl pause --queue`).
     pub(super) paused: Cell<bool>,
+    /// Rate limits, source addresses, warm-up, controller switch.
+    pub shaping: QueueShaping,
 }
 
 impl Queue {
     /// The general queue: `[delivery]` values, limited by the shard
     /// budget alone.
-    pub fn general(d: &QueueDefaults) -> Queue {
-        Queue {
+    pub fn general(d: &QueueDefaults) -> Result<Queue, String> {
+        let shaping = QueueShaping::new(&QueueShapingConfig::default(), &d.shaping)
+            .map_err(|e| format!("delivery: {e}"))?;
+        Ok(Queue {
             name: Rc::from("general"),
             max_connections: usize::MAX,
             max_connections_per_destination: d.max_connections_per_destination,
@@ -156,7 +197,8 @@ impl Queue {
             fallback: None,
             active: Cell::new(0),
             paused: Cell::new(false),
-        }
+            shaping,
+        })
     }
 
     /// A specific queue from its configuration; without `max_connections`
@@ -172,6 +214,8 @@ impl Queue {
                 ),
             }),
         };
+        let shaping = QueueShaping::new(&c.shaping(), &d.shaping)
+            .map_err(|e| format!("queue {}: {e}", c.name))?;
         Ok(Queue {
             name: Rc::from(c.name.as_str()),
             max_connections: c.max_connections.unwrap_or(usize::MAX).max(1),
@@ -197,6 +241,7 @@ impl Queue {
             fallback,
             active: Cell::new(0),
             paused: Cell::new(false),
+            shaping,
         })
     }
 
@@ -273,6 +318,7 @@ pub struct Queues {
     general: Rc<Queue>,
     specific: Vec<(Patterns, Patterns, Rc<Queue>)>,
     any_mx: bool,
+    rules: Rules,
 }
 
 impl Queues {
@@ -296,11 +342,19 @@ impl Queues {
             specific.push((domains, mx, Rc::new(Queue::specific(c, defaults)?)));
         }
         let any_mx = specific.iter().any(|(_, mx, _)| !mx.is_empty());
+        let s = &defaults.shaping;
+        let rules = Rules::build(s.rules_file.as_deref(), &s.rules, s.default_rules)?;
         Ok(Queues {
-            general: Rc::new(Queue::general(defaults)),
+            general: Rc::new(Queue::general(defaults)?),
             specific,
             any_mx,
+            rules,
         })
+    }
+
+    /// The response rules, compiled.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     /// The general queue.
@@ -354,6 +408,7 @@ mod tests {
             retry: RetrySchedule::default(),
             tls: OutboundTls::Opportunistic,
             smtp_port: 25,
+            shaping: ShapingDefaults::default(),
         }
     }
 
@@ -372,6 +427,12 @@ mod tests {
             retry: None,
             tls: Some(OutboundTls::Required),
             fallback: None,
+            max_messages: None,
+            queue_max_messages: None,
+            source_ips: None,
+            max_connections_per_source_ip: None,
+            warmup: None,
+            adaptive: None,
         }
     }
 

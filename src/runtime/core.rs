@@ -206,7 +206,7 @@ pub async fn run(
         if now != generation {
             generation = now;
             if let Some(e) = &engine {
-                e.reconfigure(&core.shared.live.load());
+                e.reconfigure(&core.shared.live.load(), core.shards);
             }
             if let Some(a) = core.shared.applied.get(core.index) {
                 a.store(now, std::sync::atomic::Ordering::Release);
@@ -258,10 +258,10 @@ fn build_engine(
 > {
     let c = &shared.config;
     let resolver = crate::dns::Resolver::new(c.dns.clone()).map_err(|e| e.to_string())?;
-    let queues = crate::delivery::queues::Queues::new(
-        &c.delivery.queues,
-        &c.delivery.queue_defaults(&c.hostname, c.dns.smtp_port),
-    )?;
+    let mut defaults = c.delivery.queue_defaults(&c.hostname, c.dns.smtp_port);
+    // Node-wide (queue) rate limits are shared evenly by the shards.
+    defaults.shaping.shards = shared.loads.len().max(1);
+    let queues = crate::delivery::queues::Queues::new(&c.delivery.queues, &defaults)?;
     let settings = crate::delivery::EngineSettings {
         hostname: c.hostname.clone(),
         max_connections: std::cell::Cell::new(c.delivery.max_connections),

@@ -93,15 +93,13 @@ impl Daemon {
                 c
             }
         };
-        let mut child = cmd
-            .args(["serve", "--config"])
+        cmd.args(["serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        let mut child = spawn(&mut cmd);
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -389,6 +387,23 @@ pub fn chown_tree(dir: &Path, uid: u32, gid: u32) {
             } else {
                 std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
             }
+        }
+    }
+}
+
+/// Spawns `cmd`. A freshly copied binary can be briefly "text file busy"
+/// when another test thread forks while the copy's descriptor is open
+/// (the child inherits it until its exec): retry that, nothing else.
+pub fn spawn(cmd: &mut Command) -> Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(c) => return c,
+            Err(e) if e.raw_os_error() == Some(26) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot start {cmd:?}: {e}"),
         }
     }
 }

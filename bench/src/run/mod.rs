@@ -21,6 +21,7 @@ mod progress;
 pub mod regex;
 pub mod report;
 pub mod scenario;
+pub mod series;
 mod setup;
 mod sut;
 pub mod template;
@@ -34,6 +35,7 @@ use tokio::sync::watch;
 pub use crash::{CrashReport, KillEvent};
 pub use report::{DomainOutcome, RunReport};
 pub use scenario::{Scenario, SutKind};
+pub use series::{DomainSample, Sample};
 pub use template::Placeholders;
 
 use crate::error::{Error, Result};
@@ -114,7 +116,14 @@ async fn execute_in(
         }
     };
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], setup::free_port()?));
+    let admin_addr = std::net::SocketAddr::from(([127, 0, 0, 1], setup::free_port()?));
     let mut placeholders = placeholders(listen, dns.local_addr(), sink.addr, work_dir);
+    placeholders.set("admin", admin_addr.to_string());
+    // Read only if the SUT is a sluice that put its admin API on `{admin}`.
+    let admin = series::Admin {
+        addr: admin_addr,
+        token_file: work_dir.join("state").join("admin.token"),
+    };
     let env = SutEnv {
         work_dir: work_dir.to_path_buf(),
         scenario_dir: settings.scenario_dir.clone(),
@@ -134,7 +143,7 @@ async fn execute_in(
     let target = sut.target();
     let sink_address = sink.addr.to_string();
     let handle = sink.handle.clone();
-    let (sut, outcome) = drive(scenario, settings, sut, &sink).await;
+    let (sut, outcome) = drive(scenario, settings, sut, &sink, admin).await;
     let sut_summary = match sut {
         Some(sut) => sut.stop().await,
         None => Vec::new(),
@@ -147,6 +156,7 @@ async fn execute_in(
         waited,
         complete,
         started,
+        series,
     } = outcome?;
     let delivery = accounting::account(&inject, &handle);
     let e2e = handle
@@ -184,6 +194,7 @@ async fn execute_in(
         work_dir: None,
         inject,
         sink: sink_report,
+        series,
     })
 }
 
@@ -199,6 +210,8 @@ struct Driven {
     complete: bool,
     /// When injection started (the start of the end-to-end span).
     started: Instant,
+    /// One sample a second.
+    series: Vec<Sample>,
 }
 
 /// Injects (with crashes, if planned), then waits for the sink. Hands
@@ -209,6 +222,7 @@ async fn drive(
     settings: &RunSettings,
     sut: Sut,
     sink: &RunningSink,
+    admin: series::Admin,
 ) -> (Option<Sut>, Result<Driven>) {
     let mut opts = match scenario.inject_options(sut.target()) {
         Ok(o) => o,
@@ -228,6 +242,7 @@ async fn drive(
         .progress
         .then(|| progress::RunProgress::start(live.clone(), sink.handle.clone(), total));
     let started = Instant::now();
+    let sampler = series::Sampler::start(sink.handle.clone(), Some(admin), started);
     let injection = tokio::spawn(inject::run_live(opts, live.clone()));
     let (done_tx, done_rx) = watch::channel(false);
     let (kept, crasher) = match scenario.crash.clone() {
@@ -261,6 +276,7 @@ async fn drive(
             if let Some(d) = display {
                 d.finish();
             }
+            sampler.finish();
             return (sut, Err(e));
         }
     };
@@ -280,6 +296,7 @@ async fn drive(
         waited,
         complete,
         started,
+        series: sampler.finish(),
     };
     (sut, Ok(driven))
 }

@@ -86,6 +86,9 @@ pub struct RunReport {
     pub inject: InjectReport,
     /// The sink's final counters.
     pub sink: SinkReport,
+    /// Per-domain counters (and the SUT's controller state), five times a second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<super::series::Sample>,
 }
 
 impl RunReport {
