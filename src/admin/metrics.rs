@@ -37,6 +37,20 @@ impl Out {
         let _ = writeln!(self.0, " {value}");
     }
 
+    /// The samples of one shard's Prometheus summary: quantiles, sum, count.
+    fn summary(&mut self, name: &str, shard: &str, l: &crate::delivery::control::LatencySummary) {
+        for (q, v) in &l.quantiles {
+            let q = q.to_string();
+            self.sample(name, &[("shard", shard), ("quantile", &q)], *v);
+        }
+        self.sample(&format!("{name}_sum"), &[("shard", shard)], l.sum);
+        self.sample(
+            &format!("{name}_count"),
+            &[("shard", shard)],
+            l.count as f64,
+        );
+    }
+
     /// One family with a sample per shard.
     fn per_shard(
         &mut self,
@@ -174,17 +188,7 @@ pub fn render(uptime_secs: f64, shards: &[ShardMetrics]) -> String {
         "Time from acceptance to delivery, per recipient (HdrHistogram, 2 significant digits).",
     );
     for m in shards {
-        let shard = m.status.shard.to_string();
-        for (q, v) in &m.latency.quantiles {
-            let q = q.to_string();
-            o.sample(name, &[("shard", &shard), ("quantile", &q)], *v);
-        }
-        o.sample(&format!("{name}_sum"), &[("shard", &shard)], m.latency.sum);
-        o.sample(
-            &format!("{name}_count"),
-            &[("shard", &shard)],
-            m.latency.count as f64,
-        );
+        o.summary(name, &m.status.shard.to_string(), &m.latency);
     }
     // Journal bytes and fsync latency: only once the journal fills
     // `ShardMetrics::journal` in.
@@ -208,17 +212,7 @@ pub fn render(uptime_secs: f64, shards: &[ShardMetrics]) -> String {
         o.family(name, "summary", "Journal fsync latency.");
         for m in shards {
             if let Some(j) = &m.journal {
-                let shard = m.status.shard.to_string();
-                for (q, v) in &j.fsync.quantiles {
-                    let q = q.to_string();
-                    o.sample(name, &[("shard", &shard), ("quantile", &q)], *v);
-                }
-                o.sample(&format!("{name}_sum"), &[("shard", &shard)], j.fsync.sum);
-                o.sample(
-                    &format!("{name}_count"),
-                    &[("shard", &shard)],
-                    j.fsync.count as f64,
-                );
+                o.summary(name, &m.status.shard.to_string(), &j.fsync);
             }
         }
     }

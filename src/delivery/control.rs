@@ -142,6 +142,20 @@ pub struct LatencySummary {
     pub sum: f64,
 }
 
+impl LatencySummary {
+    /// The summary of a histogram of microseconds; `sum` in seconds.
+    pub fn from_micros(h: &hdrhistogram::Histogram<u64>, sum: f64) -> Self {
+        LatencySummary {
+            quantiles: [0.5, 0.9, 0.99, 0.999]
+                .iter()
+                .map(|&q| (q, h.value_at_quantile(q) as f64 / 1e6))
+                .collect(),
+            count: h.len(),
+            sum,
+        }
+    }
+}
+
 /// Per-destination operator state and counters, kept on the [`Dest`].
 #[derive(Debug, Default)]
 pub struct DestControl {
@@ -504,17 +518,9 @@ impl Engine {
     /// The delivery latency summary (accept → delivered).
     pub fn latency(&self) -> LatencySummary {
         let h = self.ctl.latency.borrow();
-        let Some(h) = h.as_ref() else {
-            return LatencySummary::default();
-        };
-        let quantiles = [0.5, 0.9, 0.99, 0.999]
-            .iter()
-            .map(|&q| (q, h.value_at_quantile(q) as f64 / 1e6))
-            .collect();
-        LatencySummary {
-            quantiles,
-            count: h.len(),
-            sum: self.ctl.latency_sum_us.get() as f64 / 1e6,
+        match h.as_ref() {
+            Some(h) => LatencySummary::from_micros(h, self.ctl.latency_sum_us.get() as f64 / 1e6),
+            None => LatencySummary::default(),
         }
     }
 }

@@ -334,17 +334,10 @@ impl CoreControl {
             m.latency = e.latency();
             m.journal = e.journal().map(|j| {
                 let h = j.fsync_histogram();
-                let quantiles = [0.5, 0.9, 0.99, 0.999]
-                    .iter()
-                    .map(|&q| (q, h.value_at_quantile(q) as f64 / 1e6))
-                    .collect();
+                let sum = h.mean() * h.len() as f64 / 1e6;
                 JournalMetrics {
                     bytes_written: j.stats().appended,
-                    fsync: LatencySummary {
-                        quantiles,
-                        count: h.len(),
-                        sum: h.mean() * h.len() as f64 / 1e6,
-                    },
+                    fsync: LatencySummary::from_micros(&h, sum),
                 }
             });
         }
