@@ -5,16 +5,7 @@ mod common;
 use common::lab::Lab;
 use common::*;
 
-const ZONE: &str = r#"
-[[record]]
-name = "d1.test"
-type = "MX"
-data = "10 mx.lab.test"
-[[record]]
-name = "d2.test"
-type = "MX"
-data = "10 mx.lab.test"
-"#;
+const ZONE: &str = "";
 
 const CONFIG: &str =
     "ack = \"downstream\"\n[delivery]\ntls = \"none\"\nretry = { intervals = [\"1s\"] }\n";

@@ -11,14 +11,6 @@ use std::time::{Duration, Instant};
 
 const ZONE: &str = r#"
 [[record]]
-name = "d1.test"
-type = "MX"
-data = "10 mx.lab.test"
-[[record]]
-name = "d2.test"
-type = "MX"
-data = "10 mx.lab.test"
-[[record]]
 name = "grey.test"
 type = "MX"
 data = "10 mx.lab.test"

@@ -8,14 +8,6 @@ use common::*;
 
 const ZONE: &str = r#"
 [[record]]
-name = "d1.test"
-type = "MX"
-data = "10 mx.lab.test"
-[[record]]
-name = "d2.test"
-type = "MX"
-data = "10 mx.lab.test"
-[[record]]
 name = "big1.test"
 type = "MX"
 data = "10 mx.big.test"

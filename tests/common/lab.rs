@@ -20,7 +20,8 @@ pub struct Lab {
     base: String,
 }
 
-/// Records every lab zone has: the sink's MX host and the sender's domain.
+/// Records every lab zone has: the sink's MX host, the sender's domain and
+/// the two ordinary destinations most tests deliver to.
 pub const BASE_ZONE: &str = r#"
 [[record]]
 name = "mx.lab.test"
@@ -28,6 +29,14 @@ type = "A"
 data = "127.0.0.1"
 [[record]]
 name = "sender.test"
+type = "MX"
+data = "10 mx.lab.test"
+[[record]]
+name = "d1.test"
+type = "MX"
+data = "10 mx.lab.test"
+[[record]]
+name = "d2.test"
 type = "MX"
 data = "10 mx.lab.test"
 "#;
