@@ -109,6 +109,85 @@ max_connections_per_source_ip = 2
 }
 
 #[test]
+fn a_sender_domains_mail_leaves_from_its_pool_and_other_mail_from_the_default_address() {
+    let lab = Lab::start(
+        &zone(&["pool.test"]),
+        "[default]\nlatency = 20\n",
+        r#"
+[delivery]
+tls = "none"
+max_pipelined_txns = 1
+max_rcpt_per_txn = 1
+source_ips = ["127.0.0.2"]
+[[delivery.source_pools]]
+name = "news"
+sender_domains = ["news.test", "*.news.test"]
+source_ips = ["127.0.0.21", "127.0.0.22"]
+max_connections_per_source_ip = 1
+"#,
+    );
+    send(lab.sluice(), "n@news.test", &["a@pool.test"], 30);
+    send(lab.sluice(), "n@mail.news.test", &["b@pool.test"], 10);
+    send(lab.sluice(), "o@other.test", &["c@pool.test"], 30);
+    let r = lab.wait_sink("70 messages", |r| {
+        r.domains.get("pool.test").is_some_and(|d| d.accepted >= 70)
+    });
+    let peaks = &r.domains["pool.test"].peak_connections_per_ip;
+    assert_eq!(
+        peaks.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["127.0.0.2", "127.0.0.21", "127.0.0.22"],
+        "{r:#?}"
+    );
+    assert!(
+        peaks["127.0.0.21"] <= 1 && peaks["127.0.0.22"] <= 1,
+        "{peaks:?}"
+    );
+    // Every recipient left from its sender's addresses, and the log says so.
+    let lines = lab.wait_log(&["\"event\":\"delivered\""], 70);
+    assert_eq!(lines.len(), 70);
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let sender = v["sender"].as_str().unwrap();
+        let source = v["source_ip"].as_str().unwrap();
+        if sender.ends_with("news.test") {
+            assert_eq!(v["pool"], "news", "{l}");
+            assert!(["127.0.0.21", "127.0.0.22"].contains(&source), "{l}");
+        } else {
+            assert!(v.get("pool").is_none(), "{l}");
+            assert_eq!(source, "127.0.0.2", "{l}");
+        }
+    }
+    // The control plane shows the domain's two sub-queues.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+        .arg("--url")
+        .arg(format!("http://{}", lab.sluice().admin.expect("admin")))
+        .arg("--token-file")
+        .arg(lab.sluice().path("admin.token"))
+        .args(["--json", "destinations", "--domain", "pool.test"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut pools: Vec<_> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["pool"].as_str().map(str::to_string),
+                d["delivered"].as_u64(),
+            )
+        })
+        .collect();
+    pools.sort();
+    assert_eq!(
+        pools,
+        [(None, Some(30)), (Some("news".to_string()), Some(40))],
+        "{v}"
+    );
+}
+
+#[test]
 fn a_bounce_rule_turns_a_matching_4xx_into_a_bounce_with_a_dsn() {
     let lab = Lab::start(
         &zone(&["full.test"]),
@@ -214,6 +293,67 @@ warmup = { start = "2020-01-01", daily = [3], after = "repeat" }
     assert_eq!(domain(&lab, "new.test").accepted, 3);
     // Deferred, not bounced.
     assert!(lab.log_lines(&["\"event\":\"bounced\""]).is_empty());
+}
+
+#[test]
+fn the_days_warmup_count_survives_a_kill_and_restart() {
+    let mut lab = Lab::start(
+        &zone(&["new.test"]),
+        "[default]\n",
+        r#"
+[delivery]
+tls = "none"
+[[delivery.queues]]
+name = "warming"
+domains = ["new.test"]
+warmup = { start = "2020-01-01", daily = [3], after = "repeat" }
+"#,
+    );
+    send(lab.sluice(), "s@sender.test", &["a@new.test"], 8);
+    lab.wait_sink("the day's cap", |r| {
+        r.domains.get("new.test").is_some_and(|d| d.accepted >= 3)
+    });
+    // The shard saves its counts within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let saved = loop {
+        let files: Vec<String> = std::fs::read_dir(lab.sluice().path("warmup"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect();
+        if let Some(f) = files.iter().find(|f| f.contains("new.test")) {
+            break f.clone();
+        }
+        assert!(Instant::now() < deadline, "no warm-up counts saved");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(saved.contains("\"sent\":3"), "{saved}");
+    lab.kill_and_restart("");
+    // The journal brings the 5 deferred messages back; the restored count
+    // keeps the destination closed for the rest of the day.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+            .arg("--url")
+            .arg(format!("http://{}", lab.sluice().admin.expect("admin")))
+            .arg("--token-file")
+            .arg(lab.sluice().path("admin.token"))
+            .args(["--json", "destinations", "--domain", "new.test"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(d) = v.as_array().and_then(|a| a.first()) {
+            if d["waiting"] == 5 {
+                break d.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "recovered mail not queued: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(v["warmup"], serde_json::json!([3, 3]), "{v}");
+    assert!(v["suspended_until"].as_f64().is_some(), "{v}");
+    assert_eq!(domain(&lab, "new.test").accepted, 3);
 }
 
 #[test]

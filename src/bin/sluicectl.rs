@@ -302,10 +302,15 @@ fn print_destinations(ds: &[DestInfo]) {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     for d in ds {
+        // A sender pool's sub-queue of a domain: `domain/pool`.
+        let name = match &d.pool {
+            Some(p) => format!("{}/{p}", d.destination),
+            None => d.destination.clone(),
+        };
         println!(
             "{:>5} {:<30} {:<12} {:>8} {:>8} {:>7} {:>7} {:>5} {:>6} {:>7} {:>5} {:>9}  {}",
             d.shard,
-            d.destination,
+            name,
             d.queue,
             d.waiting,
             d.deferred,

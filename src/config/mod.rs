@@ -90,7 +90,12 @@ impl Config {
                 .delivery
                 .queue_defaults(&self.hostname, self.dns.smtp_port),
         ) {
-            return Err(("queues", e));
+            let key = if e.starts_with("source pool") {
+                "source_pools"
+            } else {
+                "queues"
+            };
+            return Err((key, e));
         }
         if self.admin.enabled && !self.admin.allow_remote && !self.admin.listen.ip().is_loopback() {
             return Err((

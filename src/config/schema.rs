@@ -352,6 +352,8 @@ pub struct DeliveryConfig {
     pub source_ips: Vec<std::net::IpAddr>,
     /// Connections per destination per source address. Default unlimited.
     pub max_connections_per_source_ip: Option<usize>,
+    /// Source pools chosen by envelope-sender domain.
+    pub source_pools: Vec<crate::delivery::shaping::pools::SourcePoolConfig>,
     /// Warm-up schedule: daily caps per destination on a curve.
     pub warmup: Option<crate::delivery::shaping::warmup::WarmupConfig>,
     /// Run the adaptive feed-rate controller. Default true.
@@ -387,6 +389,7 @@ impl Default for DeliveryConfig {
             max_messages: Default::default(),
             source_ips: Vec::new(),
             max_connections_per_source_ip: None,
+            source_pools: Vec::new(),
             warmup: None,
             adaptive: true,
             rules: Vec::new(),
@@ -420,6 +423,7 @@ impl DeliveryConfig {
                 max_messages: self.max_messages,
                 source_ips: self.source_ips.clone(),
                 max_connections_per_source_ip: self.max_connections_per_source_ip,
+                source_pools: self.source_pools.clone(),
                 warmup: self.warmup.clone(),
                 adaptive: self.adaptive,
                 rules_file: self.rules_file.clone(),

@@ -106,8 +106,11 @@ pub async fn run(mut slot: Slot) {
     // Limits and client settings of the queue the destination is in now.
     let queue = dest.queue();
     let client = queue.client.clone();
-    // A source address from the queue's pool, under its per-address limit.
-    let Ok(source) = dest.shaper.borrow_mut().take_source(&queue.shaping) else {
+    // A source address from the sender pool's or the queue's addresses,
+    // under the per-address limit.
+    let pool = dest.pool();
+    let sources = queue.shaping.sources(pool.as_deref());
+    let Ok(source) = dest.shaper.borrow_mut().take_source(sources) else {
         return;
     };
     slot.source = source;
@@ -140,6 +143,7 @@ pub async fn run(mut slot: Slot) {
                 Ok(s) => {
                     info.mx = Some(host.name.clone());
                     info.ip = Some(*ip);
+                    info.source = s.local_addr().ok().map(|a| a.ip());
                     stream = Some(Stream::Plain(s));
                     break 'hosts;
                 }

@@ -74,6 +74,9 @@ pub struct DestInfo {
     pub shard: usize,
     /// Domain, or `fallback:<queue>`.
     pub destination: String,
+    /// The sender pool of this sub-queue of the domain, if any.
+    #[serde(default)]
+    pub pool: Option<String>,
     /// The queue whose limits apply.
     pub queue: String,
     /// Recipients waiting for a connection.
@@ -283,7 +286,13 @@ impl Engine {
             }
         }
         let dests = match &t.domain {
-            Some(d) if t.queue.is_none() => vec![self.dest(&d.to_ascii_lowercase())],
+            Some(d) if t.queue.is_none() => {
+                // The domain's own destination (made now if unseen, so
+                // mail arriving later waits too) and its pools' sub-queues.
+                let mut v = vec![self.dest(&d.to_ascii_lowercase(), None)];
+                v.extend(self.matching(t).into_iter().filter(|x| x.pool().is_some()));
+                v
+            }
             _ => self.matching(t),
         };
         for d in &dests {
@@ -428,9 +437,11 @@ impl Engine {
                 };
                 let (delivered, deferred_total, bounced, expired) = d.ctl.totals();
                 let queue = d.queue();
+                let pool = d.pool();
+                let src = queue.shaping.sources(pool.as_deref());
                 let shaper = d.shaper.borrow();
                 let unix = now_us() / 1_000_000;
-                let warmup = shaper.warmup_state(&queue.shaping, unix);
+                let warmup = shaper.warmup_state(src, unix);
                 let until = shaper
                     .ctl
                     .suspended_until()
@@ -444,6 +455,7 @@ impl Engine {
                 DestInfo {
                     shard,
                     destination: d.domain.to_string(),
+                    pool: pool.as_ref().map(|p| p.name.to_string()),
                     queue: d.queue.borrow().name.to_string(),
                     waiting: d.waiting(),
                     deferred: dcount,
@@ -460,10 +472,11 @@ impl Engine {
                     } else {
                         None
                     },
-                    concurrency: Some(
-                        shaper
-                            .connection_cap(&queue.shaping, queue.max_connections_per_destination),
-                    ),
+                    concurrency: Some(shaper.connection_cap(
+                        &queue.shaping,
+                        src,
+                        queue.max_connections_per_destination,
+                    )),
                     last_signal: shaper.ctl.last_signal().map(str::to_string),
                     suspended_until: until.map(|t| {
                         now_us() as f64 / 1e6 + t.saturating_duration_since(now).as_secs_f64()

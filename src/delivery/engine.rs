@@ -22,6 +22,7 @@
 use super::log::{DeliveryLog, Entry};
 use super::queue::{Msg, Rcpt, RcptQueue};
 use super::queues::{Queue, Queues};
+use super::shaping::pools::SourcePool;
 use crate::dns::{Destination, ResolveError, Resolver, RouteTarget};
 use crate::journal::{Journal, Outcome as Recorded};
 use crate::shard::ack::{Decision, FirstOutcome};
@@ -90,9 +91,16 @@ pub struct Dest {
     pub(super) ctl: super::control::DestControl,
     /// Feed-rate controller, rate limits, warm-up, source addresses.
     pub(super) shaper: RefCell<super::shaping::Shaper>,
+    /// The sender pool its mail leaves from (`None`: the queue's sources).
+    pub(super) pool: RefCell<Option<Rc<SourcePool>>>,
 }
 
 impl Dest {
+    /// The sender pool its mail leaves from, if any.
+    pub fn pool(&self) -> Option<Rc<SourcePool>> {
+        self.pool.borrow().clone()
+    }
+
     /// The queue whose limits apply now.
     pub fn queue(&self) -> Rc<Queue> {
         self.queue.borrow().clone()
@@ -168,6 +176,8 @@ pub struct ConnInfo {
     pub mx: Option<String>,
     /// Remote address.
     pub ip: Option<std::net::IpAddr>,
+    /// Our address on the connection.
+    pub source: Option<std::net::IpAddr>,
     /// TLS version.
     pub tls: Option<&'static str>,
     /// TLS cipher.
@@ -197,6 +207,11 @@ pub struct Engine {
     draining: Cell<bool>,
     /// Control-plane counters and the delivery latency histogram.
     pub(super) ctl: super::control::EngineControl,
+    /// Scratch space for sub-queue keys.
+    key_scratch: RefCell<String>,
+    /// Warm-up counts a previous run left, by destination key, for a day;
+    /// taken as destinations are first seen.
+    warmup_restored: RefCell<(i64, HashMap<String, u64>)>,
 }
 
 fn unix_now() -> u64 {
@@ -246,6 +261,8 @@ impl Engine {
             journal,
             draining: Cell::new(false),
             ctl: super::control::EngineControl::new(),
+            key_scratch: RefCell::new(String::new()),
+            warmup_restored: RefCell::new((0, HashMap::new())),
         })
     }
 
@@ -341,6 +358,12 @@ impl Engine {
                 continue;
             }
             *d.queue.borrow_mut() = queues.for_domain(&d.domain);
+            // A pool the new configuration dropped: its recipients leave
+            // from the queue's sources.
+            let pool = d
+                .pool()
+                .and_then(|p| queues.pools().named(&p.name).cloned());
+            *d.pool.borrow_mut() = pool;
             d.mx_placed.set(false);
             self.kick(&d);
         }
@@ -370,10 +393,12 @@ impl Engine {
             b.queued_bytes += msg.body.len() as u64;
             self.load.publish(&b);
         }
+        let queues = self.queues();
+        let pool = queues.pools().for_sender(&msg.reverse_path);
         let mut touched: Vec<Rc<Dest>> = Vec::new();
         for (index, addr) in env.recipients.into_iter().enumerate() {
             let domain = crate::shard::hash::domain_of(&addr).to_ascii_lowercase();
-            let dest = self.dest(&domain);
+            let dest = self.dest(&domain, pool);
             dest.waiting.borrow_mut().push(Rcpt {
                 msg: msg.clone(),
                 addr: Arc::from(addr),
@@ -435,10 +460,12 @@ impl Engine {
             }
             let now_unix = unix_now();
             let now = Instant::now();
+            let queues = self.queues();
+            let pool = queues.pools().for_sender(&msg.reverse_path);
             let mut touched: Vec<Rc<Dest>> = Vec::new();
             for (index, addr, attempts, next) in local {
                 let domain = crate::shard::hash::domain_of(&addr).to_ascii_lowercase();
-                let dest = self.dest(&domain);
+                let dest = self.dest(&domain, pool);
                 let rcpt = Rcpt {
                     msg: msg.clone(),
                     addr: Arc::from(addr),
@@ -474,18 +501,80 @@ impl Engine {
         Some((env, indexes))
     }
 
+    /// Takes the warm-up counts a previous run left for UTC day `day`.
+    pub fn restore_warmup_counts(&self, day: i64, counts: HashMap<String, u64>) {
+        *self.warmup_restored.borrow_mut() = (day, counts);
+    }
+
+    /// Today's warm-up counts of this shard's destinations (and those
+    /// restored but not seen again yet), for the checkpoint file.
+    pub fn warmup_counts(&self, today: i64) -> Vec<super::shaping::checkpoint::Count> {
+        let mut out: Vec<_> = self
+            .dests
+            .borrow()
+            .values()
+            .filter_map(|d| {
+                let (day, sent) = d.shaper.borrow().warmup_count()?;
+                (day == today).then(|| super::shaping::checkpoint::Count {
+                    destination: d.domain.to_string(),
+                    pool: d.pool.borrow().as_ref().map(|p| p.name.to_string()),
+                    day,
+                    sent,
+                })
+            })
+            .collect();
+        let r = self.warmup_restored.borrow();
+        if r.0 == today {
+            for (key, sent) in &r.1 {
+                let (destination, pool) = match key.split_once(' ') {
+                    Some((d, p)) => (d.to_string(), Some(p.to_string())),
+                    None => (key.clone(), None),
+                };
+                out.push(super::shaping::checkpoint::Count {
+                    destination,
+                    pool,
+                    day: today,
+                    sent: *sent,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.destination, &a.pool).cmp(&(&b.destination, &b.pool)));
+        out
+    }
+
     /// The journal, when `ack = "journal"`.
     pub fn journal(&self) -> Option<&Rc<Journal>> {
         self.journal.as_ref()
     }
 
-    pub(super) fn dest(&self, domain: &str) -> Rc<Dest> {
-        if let Some(d) = self.dests.borrow().get(domain) {
+    /// The destination for `domain`'s recipients of mail from `pool`'s
+    /// senders: each pool has its own sub-queue of the domain (created on
+    /// first use, paused if the domain is).
+    pub(super) fn dest(&self, domain: &str, pool: Option<&Rc<SourcePool>>) -> Rc<Dest> {
+        // The key of a pool's sub-queue is `domain pool` (spaces occur in
+        // neither), built in a reused buffer: no allocation per recipient.
+        let mut keybuf = self.key_scratch.borrow_mut();
+        let key = match pool {
+            None => domain,
+            Some(p) => {
+                keybuf.clear();
+                keybuf.push_str(domain);
+                keybuf.push(' ');
+                keybuf.push_str(&p.name);
+                keybuf.as_str()
+            }
+        };
+        if let Some(d) = self.dests.borrow().get(key) {
             return d.clone();
         }
-        let name: Rc<str> = Rc::from(domain);
+        let paused = pool.is_some()
+            && self
+                .dests
+                .borrow()
+                .get(domain)
+                .is_some_and(|d| d.ctl.paused.get());
         let d = Rc::new(Dest {
-            domain: name.clone(),
+            domain: Rc::from(domain),
             queue: RefCell::new(self.queues().for_domain(domain)),
             mx_placed: Cell::new(false),
             fallback: None,
@@ -496,8 +585,17 @@ impl Engine {
             starved: Cell::new(false),
             ctl: Default::default(),
             shaper: Default::default(),
+            pool: RefCell::new(pool.cloned()),
         });
-        self.dests.borrow_mut().insert(name, d.clone());
+        d.ctl.paused.set(paused);
+        {
+            let mut r = self.warmup_restored.borrow_mut();
+            let day = r.0;
+            if let Some(sent) = r.1.remove(key) {
+                d.shaper.borrow_mut().restore_warmup(day, sent);
+            }
+        }
+        self.dests.borrow_mut().insert(Rc::from(key), d.clone());
         d
     }
 
@@ -520,6 +618,7 @@ impl Engine {
             starved: Cell::new(false),
             ctl: Default::default(),
             shaper: Default::default(),
+            pool: RefCell::new(None),
         });
         self.dests.borrow_mut().insert(name, d.clone());
         d
@@ -995,16 +1094,19 @@ impl Engine {
             .map(|(a, b, c)| format!("{a}.{b}.{c}"))
             .unwrap_or_default();
         let now = unix_now_f64();
+        let pool = dest.pool();
         self.log.record(&Entry {
             time: (now * 1000.0).round() / 1000.0,
             event,
             queue: &dest.queue.borrow().name,
             destination: &dest.domain,
+            pool: pool.as_deref().map(|p| &*p.name),
             message_id: id,
             sender: &rcpt.msg.reverse_path,
             recipient: &rcpt.addr,
             mx: via.mx.as_deref(),
             ip: via.ip.map(|i| i.to_string()),
+            source_ip: via.source.map(|i| i.to_string()),
             tls: via.tls,
             cipher: via.cipher.as_deref(),
             code: r.code(),

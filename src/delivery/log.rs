@@ -27,6 +27,9 @@ pub struct Entry<'a> {
     pub queue: &'a str,
     /// The destination domain (or `fallback:<queue>`).
     pub destination: &'a str,
+    /// The sender pool the mail left from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<&'a str>,
     /// The message's queue id.
     pub message_id: &'a str,
     /// The envelope sender.
@@ -37,6 +40,8 @@ pub struct Entry<'a> {
     pub mx: Option<&'a str>,
     /// The remote IP, if a connection was made.
     pub ip: Option<String>,
+    /// Our address on that connection.
+    pub source_ip: Option<String>,
     /// TLS version, if used.
     pub tls: Option<&'a str>,
     /// TLS cipher, if used.

@@ -17,6 +17,7 @@
 use crate::config::{OutboundTls, Seconds};
 use crate::delivery::retry::{RetryConfig, RetrySchedule};
 use crate::delivery::shaping::bucket::RateLimits;
+use crate::delivery::shaping::pools::SourcePools;
 use crate::delivery::shaping::rules::Rules;
 use crate::delivery::shaping::{QueueShaping, QueueShapingConfig, ShapingDefaults};
 use crate::dns::Destination;
@@ -270,13 +271,13 @@ fn client_config(d: &QueueDefaults, max_rcpt: usize, tls: OutboundTls) -> Client
 /// Name patterns: exact names and `*.suffix` wildcards (names below the
 /// suffix). Lower case, no trailing dot.
 #[derive(Debug, Default)]
-struct Patterns {
+pub(crate) struct Patterns {
     exact: HashSet<String>,
     suffixes: HashSet<String>,
 }
 
 impl Patterns {
-    fn new(list: &[String]) -> Result<Patterns, String> {
+    pub(crate) fn new(list: &[String]) -> Result<Patterns, String> {
         let mut p = Patterns::default();
         for raw in list {
             let s = raw.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -293,11 +294,11 @@ impl Patterns {
         Ok(p)
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.suffixes.is_empty()
     }
 
-    fn matches(&self, name: &str) -> bool {
+    pub(crate) fn matches(&self, name: &str) -> bool {
         if self.exact.contains(name) {
             return true;
         }
@@ -319,6 +320,7 @@ pub struct Queues {
     specific: Vec<(Patterns, Patterns, Rc<Queue>)>,
     any_mx: bool,
     rules: Rules,
+    pools: SourcePools,
 }
 
 impl Queues {
@@ -344,17 +346,34 @@ impl Queues {
         let any_mx = specific.iter().any(|(_, mx, _)| !mx.is_empty());
         let s = &defaults.shaping;
         let rules = Rules::build(s.rules_file.as_deref(), &s.rules, s.default_rules)?;
+        let general = Rc::new(Queue::general(defaults)?);
+        let taken: Vec<_> = std::iter::once(&general)
+            .chain(specific.iter().map(|(_, _, q)| q))
+            .flat_map(|q| q.shaping.source_ips.iter().copied())
+            .collect();
+        let pools = SourcePools::new(&s.source_pools, &taken)?;
         Ok(Queues {
-            general: Rc::new(Queue::general(defaults)?),
+            general,
             specific,
             any_mx,
             rules,
+            pools,
         })
     }
 
     /// The response rules, compiled.
     pub fn rules(&self) -> &Rules {
         &self.rules
+    }
+
+    /// The source pools chosen by sender domain.
+    pub fn pools(&self) -> &SourcePools {
+        &self.pools
+    }
+
+    /// Whether any queue or pool has a warm-up schedule.
+    pub fn any_warmup(&self) -> bool {
+        self.all().any(|q| q.shaping.warmup.is_some()) || self.pools.any_warmup()
     }
 
     /// The general queue.

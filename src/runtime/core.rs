@@ -183,6 +183,7 @@ pub async fn run(
         ))
         .detach();
         glommio::spawn_local(dsn_loop(core.clone(), engine.clone())).detach();
+        glommio::spawn_local(warmup_loop(core.clone(), engine.clone())).detach();
         if let Some(r) = recovery.take() {
             glommio::spawn_local(super::recovery::restore(core.clone(), engine.clone(), r))
                 .detach();
@@ -233,6 +234,9 @@ pub async fn run(
             tracing::warn!(error = %e, "journal: final commit failed");
         }
     }
+    if let Some(e) = &engine {
+        store_warmup(&core, e, None).await;
+    }
     let counts = core.shard.borrow().backlog();
     let delivery = engine.as_ref().map(|e| {
         e.log().flush_now();
@@ -281,7 +285,61 @@ fn build_engine(
     };
     let engine =
         crate::delivery::Engine::new(settings, queues, resolver, log, backlog, load, journal);
+    let shards = shared.loads.len().max(1);
+    let today = crate::delivery::shaping::warmup::Warmup::day_of(unix_now());
+    let counts = crate::delivery::shaping::checkpoint::load(
+        &crate::delivery::shaping::checkpoint::dir(&c.state_dir),
+        today,
+        |domain| crate::shard::hash::shard_of(domain, shards) == index,
+    );
+    engine.restore_warmup_counts(today, counts);
     Ok((engine, recovery))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Writes the shard's warm-up counts when they changed since `last`;
+/// returns what is on disk now.
+async fn store_warmup(
+    core: &Rc<Core>,
+    engine: &Rc<crate::delivery::Engine>,
+    last: Option<Vec<crate::delivery::shaping::checkpoint::Count>>,
+) -> Option<Vec<crate::delivery::shaping::checkpoint::Count>> {
+    let today = crate::delivery::shaping::warmup::Warmup::day_of(unix_now());
+    let counts = engine.warmup_counts(today);
+    if last.as_ref() == Some(&counts) || (last.is_none() && counts.is_empty()) {
+        return last;
+    }
+    let dir = crate::delivery::shaping::checkpoint::dir(&core.shared.config.state_dir);
+    let index = core.index;
+    let c = counts.clone();
+    let r = glommio::executor()
+        .spawn_blocking(move || crate::delivery::shaping::checkpoint::store(&dir, index, &c))
+        .await;
+    match r {
+        Ok(()) => Some(counts),
+        Err(e) => {
+            // Retried at the next interval; only the cap's memory is at stake.
+            tracing::warn!(error = %e, "warm-up counts not saved");
+            last
+        }
+    }
+}
+
+/// Saves the warm-up counts every few seconds while a schedule is in use.
+async fn warmup_loop(core: Rc<Core>, engine: Rc<crate::delivery::Engine>) {
+    let mut last = None;
+    loop {
+        glommio::timer::sleep(crate::delivery::shaping::checkpoint::INTERVAL).await;
+        if engine.queues().any_warmup() {
+            last = store_warmup(&core, &engine, last).await;
+        }
+    }
 }
 
 /// Sends the DSNs the engine collected to the shards that own the original

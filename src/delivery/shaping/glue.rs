@@ -40,10 +40,12 @@ impl Engine {
     /// closed destination gets a timer that kicks it when it reopens.
     pub(in crate::delivery) fn shaping_gate(self: &Rc<Self>, dest: &Rc<Dest>) -> Option<Instant> {
         let queue = dest.queue();
+        let pool = dest.pool();
+        let src = queue.shaping.sources(pool.as_deref());
         let now = Instant::now();
         let until = {
             let mut s = dest.shaper.borrow_mut();
-            let g = s.gate(&queue.shaping, now, unix_now());
+            let g = s.gate(&queue.shaping, src, now, unix_now());
             s.log_changes(&dest.domain, now);
             g
         };
@@ -56,8 +58,10 @@ impl Engine {
     /// Connections `dest` may have now; notes when the controller's cap (not
     /// the static one) is what holds it back.
     pub(in crate::delivery) fn connection_cap(&self, dest: &Dest, queue: &Queue) -> usize {
+        let pool = dest.pool();
+        let src = queue.shaping.sources(pool.as_deref());
         let mut s = dest.shaper.borrow_mut();
-        let cap = s.connection_cap(&queue.shaping, queue.max_connections_per_destination);
+        let cap = s.connection_cap(&queue.shaping, src, queue.max_connections_per_destination);
         if dest.active() >= cap && cap < queue.max_connections_per_destination {
             s.ctl.conc_gated(Instant::now());
         }
@@ -68,8 +72,10 @@ impl Engine {
     /// Asks whether a connection of `dest` may start a transaction now.
     pub(in crate::delivery) fn admit(&self, dest: &Dest, queue: &Queue) -> Result<(), Wait> {
         let now = Instant::now();
+        let pool = dest.pool();
+        let src = queue.shaping.sources(pool.as_deref());
         let mut s = dest.shaper.borrow_mut();
-        let r = s.admit(&queue.shaping, now, unix_now());
+        let r = s.admit(&queue.shaping, src, now, unix_now());
         s.log_changes(&dest.domain, now);
         r
     }
@@ -77,8 +83,10 @@ impl Engine {
     /// Whether `dest` has more connections than it may have now (an idle
     /// connection then closes).
     pub(in crate::delivery) fn over_cap(&self, dest: &Dest, queue: &Queue) -> bool {
+        let pool = dest.pool();
+        let src = queue.shaping.sources(pool.as_deref());
         let s = dest.shaper.borrow();
-        dest.active() > s.connection_cap(&queue.shaping, queue.max_connections_per_destination)
+        dest.active() > s.connection_cap(&queue.shaping, src, queue.max_connections_per_destination)
     }
 
     /// Kicks `dest` at `t` (once: one timer per destination).

@@ -15,14 +15,17 @@
 //! that apply to the whole node are divided evenly among the shards.
 
 pub mod bucket;
+pub mod checkpoint;
 pub mod controller;
 pub mod glue;
+pub mod pools;
 pub mod rules;
 pub mod source;
 pub mod warmup;
 
 use bucket::{Bucket, Buckets, RateLimits};
 use controller::{Change, Controller};
+use pools::SourcePool;
 use rules::RuleConfig;
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -41,6 +44,8 @@ pub struct ShapingDefaults {
     pub source_ips: Vec<IpAddr>,
     /// Connections per destination per source address.
     pub max_connections_per_source_ip: Option<usize>,
+    /// Source pools chosen by sender domain.
+    pub source_pools: Vec<pools::SourcePoolConfig>,
     /// Warm-up schedule.
     pub warmup: Option<WarmupConfig>,
     /// Whether the adaptive controller runs.
@@ -61,6 +66,7 @@ impl Default for ShapingDefaults {
             max_messages: RateLimits::default(),
             source_ips: Vec::new(),
             max_connections_per_source_ip: None,
+            source_pools: Vec::new(),
             warmup: None,
             adaptive: true,
             rules_file: None,
@@ -140,14 +146,45 @@ impl QueueShaping {
         })
     }
 
-    /// Connections the source pool allows per destination.
-    fn source_capacity(&self) -> usize {
-        if self.source_ips.is_empty() {
-            self.max_connections_per_source_ip
+    /// The addresses and warm-up a destination of this queue sends under:
+    /// its sender pool's where it has one, else the queue's.
+    pub fn sources<'a>(&'a self, pool: Option<&'a SourcePool>) -> Sources<'a> {
+        match pool {
+            None => Sources {
+                ips: &self.source_ips,
+                per_ip: self.max_connections_per_source_ip,
+                warmup: self.warmup.as_ref(),
+            },
+            Some(p) => Sources {
+                ips: &p.source_ips,
+                per_ip: p
+                    .max_connections_per_source_ip
+                    .unwrap_or(self.max_connections_per_source_ip),
+                warmup: p.warmup.as_ref().or(self.warmup.as_ref()),
+            },
+        }
+    }
+}
+
+/// Where a destination's connections come from and how its daily volume
+/// is capped: a sender pool's settings or its queue's.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// Local addresses (empty: the kernel's choice).
+    pub ips: &'a [IpAddr],
+    /// Connections per destination per address.
+    pub per_ip: usize,
+    /// Warm-up schedule.
+    pub warmup: Option<&'a Warmup>,
+}
+
+impl Sources<'_> {
+    /// Connections the addresses allow per destination.
+    fn capacity(&self) -> usize {
+        if self.ips.is_empty() {
+            self.per_ip
         } else {
-            self.source_ips
-                .len()
-                .saturating_mul(self.max_connections_per_source_ip)
+            self.ips.len().saturating_mul(self.per_ip)
         }
     }
 }
@@ -197,20 +234,38 @@ impl Shaper {
     }
 
     /// Messages sent today (UTC) and today's warm-up cap.
-    pub fn warmup_state(&self, q: &QueueShaping, unix: u64) -> Option<(u64, u64)> {
-        let w = q.warmup.as_ref()?;
+    pub fn warmup_state(&self, src: Sources<'_>, unix: u64) -> Option<(u64, u64)> {
+        let w = src.warmup?;
         let day = Warmup::day_of(unix);
         let sent = if day == self.day { self.sent_today } else { 0 };
         w.cap(day).map(|cap| (sent, cap))
     }
 
+    /// Messages counted against the warm-up cap on the day counted last,
+    /// if any.
+    pub fn warmup_count(&self) -> Option<(i64, u64)> {
+        (self.sent_today > 0).then_some((self.day, self.sent_today))
+    }
+
+    /// Takes the warm-up count a previous run left for `day`.
+    pub fn restore_warmup(&mut self, day: i64, sent: u64) {
+        self.day = day;
+        self.sent_today = sent;
+    }
+
     /// Whether anything may be sent now: closed while suspended and while
     /// today's warm-up cap is used up.
-    pub fn gate(&mut self, q: &QueueShaping, now: Instant, unix: u64) -> Option<Instant> {
+    pub fn gate(
+        &mut self,
+        q: &QueueShaping,
+        src: Sources<'_>,
+        now: Instant,
+        unix: u64,
+    ) -> Option<Instant> {
         if q.adaptive && self.ctl.is_suspended(now) {
             return self.ctl.suspended_until();
         }
-        if let Some((sent, cap)) = self.warmup_state(q, unix) {
+        if let Some((sent, cap)) = self.warmup_state(src, unix) {
             if sent >= cap {
                 return Some(now + until_midnight(unix));
             }
@@ -220,18 +275,24 @@ impl Shaper {
 
     /// Connections allowed now under a static limit of `max`: the static
     /// limit, the controller's cap and the source pool's capacity.
-    pub fn connection_cap(&self, q: &QueueShaping, max: usize) -> usize {
+    pub fn connection_cap(&self, q: &QueueShaping, src: Sources<'_>, max: usize) -> usize {
         let ctl = if q.adaptive {
             self.ctl.concurrency(max)
         } else {
             max
         };
-        ctl.min(max).min(q.source_capacity()).max(1)
+        ctl.min(max).min(src.capacity()).max(1)
     }
 
     /// A transaction may start now (its tokens are taken), or must wait.
-    pub fn admit(&mut self, q: &QueueShaping, now: Instant, unix: u64) -> Result<(), Wait> {
-        if let Some(t) = self.gate(q, now, unix) {
+    pub fn admit(
+        &mut self,
+        q: &QueueShaping,
+        src: Sources<'_>,
+        now: Instant,
+        unix: u64,
+    ) -> Result<(), Wait> {
+        if let Some(t) = self.gate(q, src, now, unix) {
             return Err(Wait::Closed(t));
         }
         self.sync_queue(q);
@@ -269,7 +330,7 @@ impl Shaper {
         if let Some(p) = self.pace.as_mut() {
             p.take();
         }
-        if q.warmup.is_some() {
+        if src.warmup.is_some() {
             let day = Warmup::day_of(unix);
             if day != self.day {
                 self.day = day;
@@ -283,18 +344,18 @@ impl Shaper {
     /// Picks the source address with the fewest of this destination's
     /// connections, under the per-address limit. `Ok(None)`: no pool;
     /// `Err`: every address is at its limit.
-    pub fn take_source(&mut self, q: &QueueShaping) -> Result<Option<IpAddr>, SourcesBusy> {
-        if q.source_ips.is_empty() {
+    pub fn take_source(&mut self, src: Sources<'_>) -> Result<Option<IpAddr>, SourcesBusy> {
+        if src.ips.is_empty() {
             return Ok(None);
         }
         let count = |ip: &IpAddr, v: &[(IpAddr, usize)]| {
             v.iter().find(|(x, _)| x == ip).map_or(0, |(_, n)| *n)
         };
-        let best = q
-            .source_ips
+        let best = src
+            .ips
             .iter()
             .map(|ip| (*ip, count(ip, &self.per_ip)))
-            .filter(|(_, n)| *n < q.max_connections_per_source_ip)
+            .filter(|(_, n)| *n < src.per_ip)
             .min_by_key(|(_, n)| *n);
         let Some((ip, _)) = best else {
             return Err(SourcesBusy);
@@ -377,12 +438,14 @@ mod tests {
         });
         let mut s = Shaper::default();
         let t0 = Instant::now();
-        assert!(s.admit(&q, t0, 0).is_ok());
-        match s.admit(&q, t0, 0) {
+        assert!(s.admit(&q, q.sources(None), t0, 0).is_ok());
+        match s.admit(&q, q.sources(None), t0, 0) {
             Err(Wait::Pace(t)) => assert!(t > t0 && t <= t0 + Duration::from_millis(201)),
             other => panic!("{other:?}"),
         }
-        assert!(s.admit(&q, t0 + Duration::from_millis(200), 0).is_ok());
+        assert!(s
+            .admit(&q, q.sources(None), t0 + Duration::from_millis(200), 0)
+            .is_ok());
     }
 
     #[test]
@@ -398,19 +461,19 @@ mod tests {
         let mut s = Shaper::default();
         let t0 = Instant::now();
         let noon = 43_200;
-        assert!(s.admit(&q, t0, noon).is_ok());
-        assert!(s.admit(&q, t0, noon).is_ok());
-        match s.admit(&q, t0, noon) {
+        assert!(s.admit(&q, q.sources(None), t0, noon).is_ok());
+        assert!(s.admit(&q, q.sources(None), t0, noon).is_ok());
+        match s.admit(&q, q.sources(None), t0, noon) {
             Err(Wait::Closed(t)) => assert_eq!(t - t0, Duration::from_secs(43_200)),
             other => panic!("{other:?}"),
         }
         // Day 1: cap 4; day 2: unlimited.
         for _ in 0..4 {
-            assert!(s.admit(&q, t0, 86_400 + 1).is_ok());
+            assert!(s.admit(&q, q.sources(None), t0, 86_400 + 1).is_ok());
         }
-        assert!(s.admit(&q, t0, 86_400 + 2).is_err());
+        assert!(s.admit(&q, q.sources(None), t0, 86_400 + 2).is_err());
         for _ in 0..10 {
-            assert!(s.admit(&q, t0, 2 * 86_400).is_ok());
+            assert!(s.admit(&q, q.sources(None), t0, 2 * 86_400).is_ok());
         }
     }
 
@@ -424,12 +487,14 @@ mod tests {
             ..Default::default()
         });
         let mut s = Shaper::default();
-        assert_eq!(s.connection_cap(&q, 20), 4);
-        let got: Vec<_> = (0..4).map(|_| s.take_source(&q).unwrap()).collect();
+        assert_eq!(s.connection_cap(&q, q.sources(None), 20), 4);
+        let got: Vec<_> = (0..4)
+            .map(|_| s.take_source(q.sources(None)).unwrap())
+            .collect();
         assert_eq!(got.iter().filter(|x| **x == Some(a)).count(), 2);
-        assert_eq!(s.take_source(&q), Err(SourcesBusy));
+        assert_eq!(s.take_source(q.sources(None)), Err(SourcesBusy));
         s.release_source(b);
-        assert_eq!(s.take_source(&q), Ok(Some(b)));
+        assert_eq!(s.take_source(q.sources(None)), Ok(Some(b)));
     }
 
     #[test]
