@@ -45,6 +45,10 @@ pub struct QueueConfig {
     pub mx: Vec<String>,
     /// Connections for the whole queue, on each shard.
     pub max_connections: Option<usize>,
+    /// Connections for the whole queue on the whole node (a provider):
+    /// each shard gets an even share, at least one.
+    #[serde(default)]
+    pub queue_max_connections: Option<usize>,
     /// Connections per destination, on each shard.
     pub max_connections_per_destination: Option<usize>,
     /// Connections per destination kept open while idle.
@@ -217,9 +221,25 @@ impl Queue {
         };
         let shaping = QueueShaping::new(&c.shaping(), &d.shaping)
             .map_err(|e| format!("queue {}: {e}", c.name))?;
+        let node_share = match c.queue_max_connections {
+            Some(0) => {
+                return Err(format!(
+                    "queue {}: queue_max_connections: must be at least 1",
+                    c.name
+                ))
+            }
+            // Never above the node-wide limit, unless it is below the
+            // number of shards: every shard needs one to reach its domains.
+            Some(n) => (n / d.shaping.shards.max(1)).max(1),
+            None => usize::MAX,
+        };
         Ok(Queue {
             name: Rc::from(c.name.as_str()),
-            max_connections: c.max_connections.unwrap_or(usize::MAX).max(1),
+            max_connections: c
+                .max_connections
+                .unwrap_or(usize::MAX)
+                .min(node_share)
+                .max(1),
             max_connections_per_destination: c
                 .max_connections_per_destination
                 .unwrap_or(d.max_connections_per_destination)
@@ -437,6 +457,7 @@ mod tests {
             domains: domains.iter().map(|s| s.to_string()).collect(),
             mx: mx.iter().map(|s| s.to_string()).collect(),
             max_connections: Some(7),
+            queue_max_connections: None,
             max_connections_per_destination: None,
             min_connections_per_destination: None,
             max_messages_per_connection: None,
@@ -496,6 +517,25 @@ mod tests {
         assert_eq!(g.client.tls_policy, TlsPolicy::Required);
         assert!(qs.for_mx(&dest(&["mx.other.test"])).is_none());
         assert_eq!(qs.general().max_connections, usize::MAX);
+    }
+
+    #[test]
+    fn a_node_wide_connection_limit_is_shared_among_the_shards() {
+        let mut d = defaults();
+        d.shaping.shards = 4;
+        let mut q = queue("p", &[], &["*.provider.test"]);
+        q.max_connections = None;
+        q.queue_max_connections = Some(10);
+        assert_eq!(Queue::specific(&q, &d).unwrap().max_connections, 2);
+        // The per-shard limit still applies when it is lower.
+        q.max_connections = Some(1);
+        assert_eq!(Queue::specific(&q, &d).unwrap().max_connections, 1);
+        // Fewer than one per shard: one each, or no shard could reach them.
+        q.max_connections = None;
+        q.queue_max_connections = Some(3);
+        assert_eq!(Queue::specific(&q, &d).unwrap().max_connections, 1);
+        q.queue_max_connections = Some(0);
+        assert!(Queue::specific(&q, &d).is_err());
     }
 
     #[test]
