@@ -3,7 +3,9 @@
 //! Read into the buffer, feed the machine, answer its events, hand accepted
 //! envelopes to their shards, then write every pending reply in one write —
 //! so a pipelined group costs one read and one write, however many commands
-//! it holds.
+//! it holds. Under `ack = "journal"` (or `"downstream"`) the messages of a
+//! pipelined group all reach their shards before the first verdict is
+//! awaited, so one group commit makes the whole group durable.
 
 use super::conn::Conn;
 use super::outbox::Outbox;
@@ -13,6 +15,7 @@ use crate::runtime::Core;
 use crate::shard::ack::{Ack, Decision};
 use crate::smtp::{Event, PeerInfo, Reply, ServerSession, TlsInfo, Verdict};
 use glommio::net::TcpStream;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,13 +69,18 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
         AckMode::Journal if deliver => Some(AckMode::Journal),
         _ => None,
     };
-    let mut awaiting: Option<(u64, Ack)> = None;
+    // Messages whose verdicts wait for the shards, oldest first.
+    let mut pending: VecDeque<(u64, Ack)> = VecDeque::new();
+    let ack_timeout = || match waits {
+        Some(AckMode::Journal) => JOURNAL_TIMEOUT,
+        _ => shared.live.load().delivery.downstream_timeout.0,
+    };
 
     loop {
         // Feed input and answer events until the machine makes no progress.
         loop {
             let mut moved = false;
-            if !input.is_empty() && !session.is_awaiting() && !session.wants_close() {
+            if !input.is_empty() && session.takes_input() {
                 session.set_admission(core.admission());
                 let n = session.handle_input(input.data(), unix_now());
                 input.consume(n);
@@ -90,7 +98,7 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
                             Ack::downstream(m.recipients.len())
                         };
                         outbox.add(id, m, Some(ack.clone()));
-                        awaiting = Some((id, ack));
+                        pending.push_back((id, ack));
                     }
                     Event::Message(m) => {
                         let id = core.next_queue_id();
@@ -111,6 +119,7 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
                         if outbox.flush(&core).await.is_err() {
                             return;
                         }
+                        answer(&mut session, &mut pending, ack_timeout()).await;
                         session.poll_transmit(&mut out);
                         if conn.write_all(&out).await.is_err() {
                             return;
@@ -137,17 +146,12 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
         if outbox.flush(&core).await.is_err() {
             return;
         }
-        if let Some((id, ack)) = awaiting.take() {
-            let timeout = match waits {
-                Some(AckMode::Journal) => JOURNAL_TIMEOUT,
-                _ => shared.live.load().delivery.downstream_timeout.0,
-            };
-            let verdict = match ack.wait(timeout).await {
-                Decision::Returned | Decision::Refused => Verdict::Rejected(ack.failure_reply()),
-                _ => Verdict::Accepted { queue_id: id },
-            };
-            session.decide(verdict);
-            // The machine may have more input to take now.
+        // Every message the input held is with its shard now: one journal
+        // commit can cover them all. Their verdicts are given in order
+        // before anything else is read (the client may be waiting for
+        // them), then the machine may take more input.
+        if !pending.is_empty() {
+            answer(&mut session, &mut pending, ack_timeout()).await;
             continue;
         }
         session.poll_transmit(&mut out);
@@ -204,6 +208,22 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
         }
     }
     conn.close().await;
+}
+
+/// Gives the session the verdict of every pending message, in order,
+/// waiting for each to be decided (at most `timeout` each).
+async fn answer(
+    session: &mut ServerSession,
+    pending: &mut VecDeque<(u64, Ack)>,
+    timeout: std::time::Duration,
+) {
+    while let Some((id, ack)) = pending.pop_front() {
+        let verdict = match ack.wait(timeout).await {
+            Decision::Returned | Decision::Refused => Verdict::Rejected(ack.failure_reply()),
+            _ => Verdict::Accepted { queue_id: id },
+        };
+        session.decide(verdict);
+    }
 }
 
 async fn start_tls(shared: &crate::runtime::Shared, conn: Conn) -> Option<(Conn, TlsInfo)> {

@@ -10,6 +10,14 @@
 //! answers. Keeping I/O out makes every protocol path testable with plain
 //! byte strings and lets the driver batch reads and writes as it likes.
 //!
+//! A message's verdict is the exception: a pipelining client may send the
+//! next transaction (BDAT LAST, then MAIL…) before the reply to the last
+//! one, so up to [`MAX_PENDING_VERDICTS`] messages may await their verdicts
+//! while later commands are processed. Their replies are held back at the
+//! place each verdict goes, so replies still leave in command order; the
+//! driver can make a whole pipelined batch durable with one journal commit
+//! instead of one per message.
+//!
 //! Memory is bounded by design: a command or DATA line is never held beyond
 //! `max_line_length` (longer lines are consumed and discarded), DATA lines
 //! and BDAT chunk bytes are appended to the message body as they arrive
@@ -200,8 +208,10 @@ impl std::fmt::Debug for Event {
 enum Await {
     StartTls,
     Auth,
-    Message,
 }
+
+/// Messages that may await their verdicts at once, per session.
+pub const MAX_PENDING_VERDICTS: usize = 32;
 
 #[derive(Debug)]
 enum Phase {
@@ -294,6 +304,9 @@ pub struct ServerSession {
     /// The last byte discarded was CR (to know how the long line ended).
     skip_last_cr: bool,
     out: Vec<u8>,
+    /// Offsets in `out` where the verdicts of messages not decided yet go,
+    /// oldest first; nothing from the first one on may be sent.
+    verdicts: std::collections::VecDeque<usize>,
     event: Option<Event>,
     awaiting: Option<Await>,
     errors: u32,
@@ -336,6 +349,7 @@ impl ServerSession {
             skipping: false,
             skip_last_cr: false,
             out: Vec::with_capacity(256),
+            verdicts: std::collections::VecDeque::new(),
             event: None,
             awaiting: None,
             errors: 0,
@@ -357,7 +371,7 @@ impl ServerSession {
     /// `now_unix` dates the Received header of a message started here.
     pub fn handle_input(&mut self, input: &[u8], now_unix: u64) -> usize {
         let mut pos = 0;
-        while !self.closing && self.awaiting.is_none() {
+        while self.takes_input() {
             let rest = match input.get(pos..) {
                 Some(r) if !r.is_empty() => r,
                 _ => break,
@@ -384,7 +398,7 @@ impl ServerSession {
         if self.closing {
             return true;
         }
-        if self.txn.is_some() || self.awaiting.is_some() || !matches!(self.phase, Phase::Command) {
+        if self.txn.is_some() || self.is_awaiting() || !matches!(self.phase, Phase::Command) {
             return false;
         }
         self.out.extend_from_slice(b"421 4.3.2 ");
@@ -438,39 +452,77 @@ impl ServerSession {
         }
     }
 
-    /// The driver's verdict on [`Event::Message`]; this is the reply to the
-    /// end of DATA or to `BDAT ... LAST`.
+    /// The driver's verdict on the oldest [`Event::Message`] not decided
+    /// yet; this is the reply to the end of DATA or to `BDAT ... LAST`.
     pub fn decide(&mut self, verdict: Verdict) {
-        if self.awaiting != Some(Await::Message) {
+        let Some(at) = self.verdicts.pop_front() else {
             return;
-        }
-        self.awaiting = None;
-        match verdict {
+        };
+        let mut reply = [0u8; 512];
+        let mut v;
+        let bytes: &[u8] = match verdict {
             Verdict::Accepted { queue_id } => {
-                self.out.extend_from_slice(b"250 2.0.0 Ok: queued as ");
-                for shift in (0..16).rev() {
-                    let nibble = ((queue_id >> (shift * 4)) & 0xf) as u8;
-                    self.out.push(if nibble < 10 {
+                const PREFIX: &[u8] = b"250 2.0.0 Ok: queued as ";
+                let (head, tail) = reply.split_at_mut(PREFIX.len());
+                head.copy_from_slice(PREFIX);
+                for (i, b) in tail.iter_mut().take(16).enumerate() {
+                    let shift = 60 - 4 * i as u32;
+                    let nibble = ((queue_id >> shift) & 0xf) as u8;
+                    *b = if nibble < 10 {
                         b'0' + nibble
                     } else {
                         b'A' + nibble - 10
-                    });
+                    };
                 }
-                self.out.extend_from_slice(b"\r\n");
+                let end = PREFIX.len() + 16;
+                if let Some(crlf) = reply.get_mut(end..end + 2) {
+                    crlf.copy_from_slice(b"\r\n");
+                }
+                reply.get(..end + 2).unwrap_or_default()
             }
-            Verdict::Rejected(reply) => reply.write_to(&mut self.out),
+            Verdict::Rejected(r) => {
+                v = Vec::new();
+                r.write_to(&mut v);
+                &v
+            }
+        };
+        let at = at.min(self.out.len());
+        self.out.splice(at..at, bytes.iter().copied());
+        for later in self.verdicts.iter_mut() {
+            *later += bytes.len();
         }
     }
 
-    /// Appends every pending reply byte to `out`, in order.
+    /// Appends every reply byte that may be sent now to `out`, in order:
+    /// everything before the first verdict still awaited.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
-        if out.is_empty() {
+        let ready = self.verdicts.front().copied().unwrap_or(self.out.len());
+        if ready >= self.out.len() && out.is_empty() {
             // Hand over our buffer instead of copying it.
             mem::swap(out, &mut self.out);
-        } else {
-            out.extend_from_slice(&self.out);
             self.out.clear();
+        } else {
+            out.extend_from_slice(self.out.get(..ready).unwrap_or_default());
+            self.out.drain(..ready.min(self.out.len()));
+            for v in self.verdicts.iter_mut() {
+                *v -= ready;
+            }
         }
+    }
+
+    /// Whether [`ServerSession::handle_input`] would consume anything now:
+    /// not closing, no event unanswered, fewer than
+    /// [`MAX_PENDING_VERDICTS`] verdicts awaited.
+    pub fn takes_input(&self) -> bool {
+        !self.closing
+            && self.awaiting.is_none()
+            && self.event.is_none()
+            && self.verdicts.len() < MAX_PENDING_VERDICTS
+    }
+
+    /// Messages whose verdicts the driver has not given yet.
+    pub fn pending_verdicts(&self) -> usize {
+        self.verdicts.len()
     }
 
     /// The next event for the driver, if any.
@@ -501,7 +553,7 @@ impl ServerSession {
 
     /// An event was emitted and the driver has not answered it yet.
     pub fn is_awaiting(&self) -> bool {
-        self.awaiting.is_some()
+        self.awaiting.is_some() || !self.verdicts.is_empty()
     }
 
     /// True after TLS was established on this connection.
@@ -1023,7 +1075,7 @@ impl ServerSession {
                 helo: self.helo.clone().unwrap_or_default(),
                 auth_user: self.auth_user.clone(),
             }));
-            self.awaiting = Some(Await::Message);
+            self.verdicts.push_back(self.out.len());
         }
     }
 
@@ -2319,6 +2371,78 @@ mod tests {
         }
         assert_eq!(got, r);
         assert_eq!(split.messages, whole.messages);
+    }
+
+    #[test]
+    fn pipelined_transactions_await_their_verdicts_with_replies_in_order() {
+        let mut s = ServerSession::new(Arc::new(config()), peer(true));
+        let mut out = Vec::new();
+        s.handle_input(b"EHLO c\r\n", NOW);
+        s.poll_transmit(&mut out);
+        out.clear();
+        let txn =
+            |rcpt: &str| format!("MAIL FROM:<a@b>\r\nRCPT TO:<{rcpt}@y>\r\nBDAT 2 LAST\r\nhi");
+        let input = format!("{}{}{}NOOP\r\n", txn("one"), txn("two"), txn("three"));
+        let mut pos = 0;
+        let mut ids = Vec::new();
+        while pos < input.len() {
+            let n = s.handle_input(&input.as_bytes()[pos..], NOW);
+            pos += n;
+            match s.poll_event() {
+                Some(Event::Message(m)) => ids.push(m.recipients[0].clone()),
+                other => assert!(n > 0, "stuck at {pos}: {other:?}"),
+            }
+        }
+        // All three messages came out before any verdict was given.
+        assert_eq!(ids, ["one@y", "two@y", "three@y"]);
+        assert_eq!(s.pending_verdicts(), 3);
+        assert!(s.is_awaiting() && s.takes_input());
+        s.poll_transmit(&mut out);
+        assert_eq!(
+            out, b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n",
+            "held at the first verdict"
+        );
+        out.clear();
+        s.decide(Verdict::Accepted { queue_id: 0xA });
+        s.poll_transmit(&mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "250 2.0.0 Ok: queued as 000000000000000A\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+        );
+        out.clear();
+        s.decide(Verdict::Rejected(Reply::new(451, Some((4, 3, 0)), "later")));
+        s.decide(Verdict::Accepted { queue_id: 0xC });
+        assert!(!s.is_awaiting());
+        s.poll_transmit(&mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "451 4.3.0 later\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
+             250 2.0.0 Ok: queued as 000000000000000C\r\n250 2.0.0 Ok\r\n"
+        );
+    }
+
+    #[test]
+    fn pending_verdicts_are_bounded() {
+        let mut s = ServerSession::new(Arc::new(config()), peer(true));
+        s.handle_input(b"EHLO c\r\n", NOW);
+        let one = "MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nBDAT 1 LAST\r\nx";
+        let input = one.repeat(MAX_PENDING_VERDICTS + 5);
+        let mut pos = 0;
+        let mut events = 0;
+        loop {
+            let n = s.handle_input(&input.as_bytes()[pos..], NOW);
+            pos += n;
+            if s.poll_event().is_some() {
+                events += 1;
+            } else if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(events, MAX_PENDING_VERDICTS);
+        assert!(!s.takes_input());
+        assert_eq!(s.handle_input(&input.as_bytes()[pos..], NOW), 0);
+        s.decide(Verdict::Accepted { queue_id: 1 });
+        assert!(s.handle_input(&input.as_bytes()[pos..], NOW) > 0);
     }
 
     #[test]
