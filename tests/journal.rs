@@ -418,3 +418,22 @@ fn a_pipelined_group_of_messages_is_made_durable_by_a_few_commits() {
     let log = lab.sluice().wait_log("recovered messages=", 1);
     assert!(log.contains(&format!("recovered messages={N} ")), "{log}");
 }
+
+#[test]
+fn a_dsn_is_not_lost_when_the_daemon_dies_right_after_the_bounce() {
+    let mut lab = Lab::start("", "[default]\n", &config());
+    send(lab.sluice(), "a@sender.test", &["permfail@d2.test"], 1);
+    lab.wait_log(&["\"event\":\"bounced\"", "permfail@d2.test"], 1);
+    // DSNs are made once a second: this kill lands before this one is
+    // stored, so the bounce must not be final in the journal yet.
+    lab.kill_and_restart("");
+    let r = lab.wait_sink("the DSN to the sender", |r| {
+        r.domains
+            .get("sender.test")
+            .is_some_and(|d| d.accepted >= 1)
+    });
+    // The refused recipient was tried again after the restart (at least
+    // once more than before), and the sender heard about it.
+    assert!(r.permfailed >= 1, "{r:#?}");
+    assert_eq!(r.domains["sender.test"].accepted, 1, "{r:#?}");
+}

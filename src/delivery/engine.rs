@@ -167,6 +167,27 @@ impl Ord for RetryItem {
 pub(super) struct PendingDsn {
     pub msg: Rc<Msg>,
     pub failed: Vec<(Arc<str>, String, Option<String>, String)>,
+    /// Final outcomes journaled only once the DSN itself is durable, so a
+    /// crash in between re-tries (and bounces again) instead of losing it.
+    pub records: Vec<(u32, Recorded)>,
+}
+
+/// A DSN ready to go to its shard. Under a journal it carries an
+/// acknowledgement: once the DSN is stored, [`Engine::dsn_stored`] journals
+/// the bounced recipients' final outcomes; if it could not be stored,
+/// [`Engine::dsn_refused`] keeps it for the next round.
+pub struct DsnOut {
+    /// The DSN message.
+    pub envelope: Envelope,
+    /// What to journal once it is stored.
+    pub done: Option<DsnRecords>,
+}
+
+/// The original message's final outcomes that wait for its DSN.
+pub struct DsnRecords {
+    msg_id: u64,
+    records: Vec<(u32, Recorded)>,
+    envelope: Envelope,
 }
 
 /// Where a connection got to, for the log.
@@ -201,6 +222,7 @@ pub struct Engine {
     backlog: Rc<RefCell<Backlog>>,
     load: Arc<ShardLoad>,
     dsns: RefCell<Vec<PendingDsn>>,
+    dsn_retry: RefCell<Vec<DsnRecords>>,
     pub(super) next_txn: Cell<u64>,
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
     journal: Option<Rc<Journal>>,
@@ -256,6 +278,7 @@ impl Engine {
             backlog,
             load,
             dsns: RefCell::new(Vec::new()),
+            dsn_retry: RefCell::new(Vec::new()),
             next_txn: Cell::new(1),
             tls,
             journal,
@@ -810,10 +833,11 @@ impl Engine {
                 self.finish(&rcpt);
             }
             Outcome::Bounced(r) => {
-                self.record(&rcpt, Recorded::Bounced);
+                if !self.add_dsn(&rcpt, r, via, Recorded::Bounced) {
+                    self.record(&rcpt, Recorded::Bounced);
+                }
                 self.log_entry("bounced", dest, &rcpt, r, via);
                 self.count(|c| c.bounced += 1);
-                self.add_dsn(&rcpt, r, via);
                 self.finish(&rcpt);
             }
             Outcome::Deferred(r) => self.defer(dest, rcpt, r, via, shaped.due),
@@ -839,10 +863,11 @@ impl Engine {
                 r.text()
             );
             let expired = Reply::new(550, Some((5, 4, 7)), text);
-            self.record(&rcpt, Recorded::Expired);
+            if !self.add_dsn(&rcpt, &expired, via, Recorded::Expired) {
+                self.record(&rcpt, Recorded::Expired);
+            }
             self.log_entry("expired", dest, &rcpt, &expired, via);
             self.count(|c| c.expired += 1);
-            self.add_dsn(&rcpt, &expired, via);
             self.finish(&rcpt);
             return;
         }
@@ -935,10 +960,14 @@ impl Engine {
         }
     }
 
-    fn add_dsn(&self, rcpt: &Rcpt, r: &Reply, via: &ConnInfo) {
+    /// Adds a failed recipient to its message's DSN. Returns whether its
+    /// final `outcome` record now waits for the DSN to be stored (under a
+    /// journal), instead of being written by the caller.
+    fn add_dsn(&self, rcpt: &Rcpt, r: &Reply, via: &ConnInfo, outcome: Recorded) -> bool {
         if rcpt.msg.reverse_path.is_empty() {
-            return; // never bounce a bounce
+            return false; // never bounce a bounce
         }
+        let held = self.journal.is_some();
         let status = r
             .enhanced()
             .map(|(a, b, c)| format!("{a}.{b}.{c}"))
@@ -948,23 +977,64 @@ impl Engine {
             None => format!("x-sluice; {}", r.text()),
         };
         let mut d = self.dsns.borrow_mut();
-        match d.iter_mut().find(|p| Rc::ptr_eq(&p.msg, &rcpt.msg)) {
-            Some(p) => p
-                .failed
-                .push((rcpt.addr.clone(), status, via.mx.clone(), diag)),
-            None => d.push(PendingDsn {
-                msg: rcpt.msg.clone(),
-                failed: vec![(rcpt.addr.clone(), status, via.mx.clone(), diag)],
-            }),
+        let p = match d.iter().position(|p| Rc::ptr_eq(&p.msg, &rcpt.msg)) {
+            Some(i) => d.get_mut(i),
+            None => {
+                d.push(PendingDsn {
+                    msg: rcpt.msg.clone(),
+                    failed: Vec::new(),
+                    records: Vec::new(),
+                });
+                d.last_mut()
+            }
+        };
+        let Some(p) = p else { return false };
+        p.failed
+            .push((rcpt.addr.clone(), status, via.mx.clone(), diag));
+        if held {
+            p.records.push((rcpt.index, outcome));
         }
+        held
+    }
+
+    /// The DSN of `done` is durable: its message's bounced recipients get
+    /// their final records now.
+    pub fn dsn_stored(&self, done: DsnRecords) {
+        let Some(j) = &self.journal else { return };
+        for (index, outcome) in done.records {
+            if let Err(e) = j.append_outcome(done.msg_id, index, outcome) {
+                tracing::debug!(error = %e, "journal: outcome not recorded");
+            }
+        }
+        j.request_flush();
+    }
+
+    /// The DSN of `done` could not be stored (a full disk): it goes out
+    /// again with the next round; its message stays pending meanwhile.
+    pub fn dsn_refused(&self, done: DsnRecords) {
+        tracing::warn!(
+            id = done.envelope.id,
+            "DSN not stored; trying again in a second"
+        );
+        self.dsn_retry.borrow_mut().push(done);
     }
 
     /// Renders the DSNs collected since the last call, as envelopes from the
     /// null sender to each original sender.
-    pub fn take_dsns(&self, mut next_id: impl FnMut() -> u64) -> Vec<Envelope> {
+    pub fn take_dsns(&self, mut next_id: impl FnMut() -> u64) -> Vec<DsnOut> {
         let pending = std::mem::take(&mut *self.dsns.borrow_mut());
         let date = crate::smtp::date_now();
         let mut out = Vec::with_capacity(pending.len());
+        // DSNs a full disk refused last time, with a fresh acknowledgement.
+        for mut done in std::mem::take(&mut *self.dsn_retry.borrow_mut()) {
+            let ack = crate::shard::ack::Ack::journal(1);
+            done.envelope.ack = Some(ack);
+            out.push(DsnOut {
+                envelope: done.envelope.clone(),
+                done: Some(done),
+            });
+        }
+        let fresh = out.len();
         for p in pending {
             // Under `ack = "downstream"` the client may report the failure
             // itself: wait for the decision, and report only what we kept.
@@ -996,7 +1066,7 @@ impl Engine {
                 unique: id,
                 failed,
             });
-            out.push(Envelope {
+            let mut envelope = Envelope {
                 id,
                 reverse_path: Arc::from(""),
                 recipients: vec![p.msg.reverse_path.to_string()],
@@ -1004,9 +1074,20 @@ impl Engine {
                 eight_bit: false,
                 smtputf8: false,
                 ack: None,
-            });
+            };
+            let done = if self.journal.is_some() {
+                envelope.ack = Some(crate::shard::ack::Ack::journal(1));
+                Some(DsnRecords {
+                    msg_id: p.msg.id,
+                    records: p.records,
+                    envelope: envelope.clone(),
+                })
+            } else {
+                None
+            };
+            out.push(DsnOut { envelope, done });
         }
-        self.count(|c| c.dsns += out.len() as u64);
+        self.count(|c| c.dsns += (out.len() - fresh) as u64);
         out
     }
 

@@ -344,19 +344,37 @@ async fn warmup_loop(core: Rc<Core>, engine: Rc<crate::delivery::Engine>) {
 
 /// Sends the DSNs the engine collected to the shards that own the original
 /// senders' domains, once a second (so failures of one message share a DSN).
+/// Under a journal the bounced recipients' final records follow once the
+/// DSN is stored; a DSN the journal refused goes out again next time.
 async fn dsn_loop(core: Rc<Core>, engine: Rc<crate::delivery::Engine>) {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
         let dsns = engine.take_dsns(|| core.next_queue_id());
-        for env in dsns {
+        for dsn in dsns {
+            let env = dsn.envelope;
             let to = env
                 .recipients
                 .first()
                 .map(|r| crate::shard::hash::domain_of(r).to_string());
             let s = crate::shard::hash::shard_of(to.as_deref().unwrap_or(""), core.shards);
+            let ack = env.ack.clone();
             if core.deliver(s, vec![env]).await.is_err() {
                 tracing::error!("could not hand a DSN to its shard");
             }
+            let (Some(ack), Some(done)) = (ack, dsn.done) else {
+                continue;
+            };
+            let engine = engine.clone();
+            glommio::spawn_local(async move {
+                match ack.wait(DSN_STORE_TIMEOUT).await {
+                    crate::shard::ack::Decision::Accepted => engine.dsn_stored(done),
+                    _ => engine.dsn_refused(done),
+                }
+            })
+            .detach();
         }
     }
 }
+
+/// How long a DSN may take to be stored before it is sent again.
+const DSN_STORE_TIMEOUT: Duration = Duration::from_secs(60);
