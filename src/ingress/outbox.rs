@@ -16,6 +16,8 @@ use std::sync::Arc;
 /// Per-shard batches under construction.
 pub struct Outbox {
     batches: Vec<Batch>,
+    /// Per shard: envelopes and body bytes in `batches`, for admission.
+    pending: Vec<(u64, u64)>,
 }
 
 impl Outbox {
@@ -23,6 +25,7 @@ impl Outbox {
     pub fn new(shards: usize) -> Self {
         Outbox {
             batches: (0..shards).map(|_| Vec::new()).collect(),
+            pending: vec![(0, 0); shards],
         }
     }
 
@@ -43,6 +46,7 @@ impl Outbox {
         let first = recipients.first().map(|r| shard_of(domain_of(r), n));
         let single = first.filter(|&s| recipients.iter().all(|r| shard_of(domain_of(r), n) == s));
         if let Some(s) = single {
+            self.count(s, body.len());
             if let Some(b) = self.batches.get_mut(s) {
                 b.push(Envelope {
                     id,
@@ -67,6 +71,7 @@ impl Outbox {
             if rcpts.is_empty() {
                 continue;
             }
+            self.count(s, body.len());
             if let Some(b) = self.batches.get_mut(s) {
                 b.push(Envelope {
                     id,
@@ -79,6 +84,19 @@ impl Outbox {
                 });
             }
         }
+    }
+
+    fn count(&mut self, shard: usize, bytes: usize) {
+        if let Some(p) = self.pending.get_mut(shard) {
+            p.0 += 1;
+            p.1 += bytes as u64;
+        }
+    }
+
+    /// Per shard, the envelopes and body bytes not yet handed over: what
+    /// the shard's published load does not count yet.
+    pub fn pending(&self) -> &[(u64, u64)] {
+        &self.pending
     }
 
     /// How many shards a message with these recipients is split over (the
@@ -108,6 +126,9 @@ impl Outbox {
                 continue;
             }
             let batch = std::mem::take(batch);
+            if let Some(p) = self.pending.get_mut(s) {
+                *p = (0, 0);
+            }
             core.deliver(s, batch).await?;
         }
         Ok(())

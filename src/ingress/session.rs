@@ -81,7 +81,10 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
         loop {
             let mut moved = false;
             if !input.is_empty() && session.takes_input() {
-                session.set_admission(core.admission());
+                // Messages accepted earlier in this pass are not in their
+                // shards' counts yet: a pipelining client must not pass the
+                // bound inside one batch of input.
+                session.set_admission(core.admission(outbox.pending()));
                 let n = session.handle_input(input.data(), unix_now());
                 input.consume(n);
                 moved = n > 0;

@@ -39,14 +39,15 @@ impl Core {
         self.senders.send_to(s, batch).await.map_err(|_| ())
     }
 
-    /// Whether new transactions may start: every shard under its bounds.
-    pub fn admission(&self) -> Admission {
+    /// Whether new transactions may start: every shard under its bounds,
+    /// counting `pending[shard]` (messages, bytes), what the asking session
+    /// accepted in this pass over its input and has not handed over yet.
+    pub fn admission(&self, pending: &[(u64, u64)]) -> Admission {
         let bp = &self.shared.config.backpressure;
-        let over = self
-            .shared
-            .loads
-            .iter()
-            .any(|l| l.over(bp.max_messages, bp.max_bytes.0));
+        let over = self.shared.loads.iter().enumerate().any(|(s, l)| {
+            let p = pending.get(s).copied().unwrap_or_default();
+            l.over(p, bp.max_messages, bp.max_bytes.0)
+        });
         if over {
             Admission::Busy
         } else {

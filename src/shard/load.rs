@@ -49,9 +49,10 @@ impl ShardLoad {
         }
     }
 
-    /// Whether this shard is past either bound.
-    pub fn over(&self, max_messages: u64, max_bytes: u64) -> bool {
-        self.queued_messages.load(Relaxed) >= max_messages
-            || self.queued_bytes.load(Relaxed) >= max_bytes
+    /// Whether this shard is past either bound once `pending` (messages,
+    /// bytes a session accepted and has not handed over yet) reaches it.
+    pub fn over(&self, pending: (u64, u64), max_messages: u64, max_bytes: u64) -> bool {
+        self.queued_messages.load(Relaxed).saturating_add(pending.0) >= max_messages
+            || self.queued_bytes.load(Relaxed).saturating_add(pending.1) >= max_bytes
     }
 }
