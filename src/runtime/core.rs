@@ -36,7 +36,13 @@ impl Core {
             self.shard.borrow_mut().accept(batch);
             return Ok(());
         }
-        self.senders.send_to(s, batch).await.map_err(|_| ())
+        let in_flight = &self.shared.in_flight;
+        in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let r = self.senders.send_to(s, batch).await.map_err(|_| ());
+        if r.is_err() {
+            in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        r
     }
 
     /// Whether new transactions may start: every shard under its bounds,
@@ -111,6 +117,10 @@ impl Drop for SessionGuard {
 /// Grace period for sessions to finish after a stop request.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a stopping core waits for the others' sessions and the batches
+/// in the channels (a core that failed to start never reports).
+const HANDOVER_GRACE: Duration = Duration::from_secs(12);
+
 /// The body of one executor: join the mesh, start receivers and listeners,
 /// run until a stop is requested, then let sessions finish.
 pub async fn run(
@@ -171,6 +181,9 @@ pub async fn run(
         glommio::spawn_local(async move {
             while let Some(batch) = rx.recv().await {
                 core.shard.borrow_mut().accept(batch);
+                core.shared
+                    .in_flight
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             }
         })
         .detach();
@@ -220,6 +233,27 @@ pub async fn run(
     let deadline = Instant::now() + STOP_GRACE;
     while core.sessions.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    // A batch another core's session handed over (and maybe answered 250
+    // for) is still on its way: no core stops taking batches in before
+    // every core's sessions are done and the channels are empty.
+    core.shared
+        .ingress_closed
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let handover = Instant::now() + HANDOVER_GRACE;
+    while (core
+        .shared
+        .ingress_closed
+        .load(std::sync::atomic::Ordering::Acquire)
+        < core.shards
+        || core
+            .shared
+            .in_flight
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0)
+        && Instant::now() < handover
+    {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
     }
     // Outbound: no new transactions; those on the wire finish (their
     // outcomes are journaled below), then the connections close.

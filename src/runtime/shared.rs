@@ -39,6 +39,10 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// Bumped by SIGHUP: log files are reopened.
     pub log_reopen: Arc<std::sync::atomic::AtomicU64>,
+    /// Batches sent to another core and not taken in yet.
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    /// Cores whose sessions have ended after a stop request.
+    pub ingress_closed: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -58,6 +62,8 @@ impl Shared {
             loads: super::new_loads(shards),
             stopping: AtomicBool::new(false),
             log_reopen: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            ingress_closed: std::sync::atomic::AtomicUsize::new(0),
             live: ArcSwap::from_pointee(config.clone()),
             generation: std::sync::atomic::AtomicU64::new(0),
             applied: (0..shards)

@@ -28,7 +28,9 @@
 //! counts (syntax, sequence, bad lines, failed AUTH, refused message
 //! content), except replies that are policy rather than misbehaviour:
 //! `452 4.3.1` (we are busy), `552 5.3.4` (too big), `452 4.5.3` (too many
-//! recipients) and the driver's own verdicts. A relay denial counts at most
+//! recipients) and the driver's own verdicts, nor the `503`s a pipelining
+//! client gets for the rest of a transaction whose MAIL such a policy reply
+//! refused. A relay denial counts at most
 //! once per transaction: relay permission is per session, so a client that
 //! is denied one recipient is denied all of them, and counting each would
 //! turn one misconfigured 100-recipient message into a 421 (which the client
@@ -312,6 +314,10 @@ pub struct ServerSession {
     errors: u32,
     progress: u64,
     closing: bool,
+    /// The last MAIL was refused by policy (busy, too big): the 503s a
+    /// pipelining client gets for the rest of that transaction are not its
+    /// errors, so they do not count toward `max_errors`.
+    mail_refused: bool,
 }
 
 impl ServerSession {
@@ -355,6 +361,7 @@ impl ServerSession {
             errors: 0,
             progress: 0,
             closing: false,
+            mail_refused: false,
         }
     }
 
@@ -672,6 +679,12 @@ impl ServerSession {
     }
 
     fn dispatch(&mut self, cmd: Command<'_>, now: u64) {
+        if !matches!(
+            cmd,
+            Command::Rcpt { .. } | Command::Data | Command::Bdat { .. }
+        ) {
+            self.mail_refused = false;
+        }
         match cmd {
             Command::Ehlo { domain } => self.cmd_hello(domain, true),
             Command::Helo { domain } => self.cmd_hello(domain, false),
@@ -753,10 +766,12 @@ impl ServerSession {
             return self.error(wire::NEED_SMTPUTF8);
         }
         if self.admission == Admission::Busy {
+            self.mail_refused = true;
             return self.push(wire::BUSY);
         }
         let max = self.config.max_message_size as u64;
         if params.size.is_some_and(|s| s > max) {
+            self.mail_refused = true;
             return self.push(wire::TOO_BIG);
         }
         self.txn = Some(Transaction {
@@ -774,11 +789,21 @@ impl ServerSession {
         self.push(wire::OK_MAIL);
     }
 
+    /// `503 need MAIL`: the client's error, unless its MAIL was refused by
+    /// our policy and it pipelined the rest of the transaction.
+    fn need_mail(&mut self) {
+        if self.mail_refused {
+            self.push(wire::NEED_MAIL);
+        } else {
+            self.error(wire::NEED_MAIL);
+        }
+    }
+
     fn cmd_rcpt(&mut self, path: &str) {
         let may_relay = self.peer.relay_allowed || self.auth_user.is_some();
         let max_rcpt = self.config.max_recipients;
         let Some(txn) = self.txn.as_mut() else {
-            return self.error(wire::NEED_MAIL);
+            return self.need_mail();
         };
         if txn.bdat {
             return self.error(wire::RCPT_AFTER_BDAT);
@@ -805,7 +830,12 @@ impl ServerSession {
 
     fn cmd_data(&mut self, now: u64) {
         match &self.txn {
-            None => return self.error(wire::NEED_MAIL),
+            None => {
+                // DATA ends what a client may pipeline after its MAIL.
+                self.need_mail();
+                self.mail_refused = false;
+                return;
+            }
             Some(t) if t.bdat => return self.error(wire::DATA_AFTER_BDAT),
             Some(t) if t.recipients.is_empty() => return self.error(wire::NO_VALID_RCPT),
             Some(_) => {}
@@ -827,7 +857,14 @@ impl ServerSession {
         };
         if let Some(reply) = refusal {
             self.txn = None;
-            self.error(reply);
+            if reply == wire::NEED_MAIL {
+                self.need_mail();
+            } else {
+                self.error(reply);
+            }
+            if last {
+                self.mail_refused = false;
+            }
             return self.begin_chunk(size, last, true);
         }
         let max = self.config.max_message_size as u64;
@@ -2297,6 +2334,27 @@ mod tests {
         );
         h.s.set_admission(Admission::Open);
         assert_eq!(h.reply("MAIL FROM:<a@b>\r\n"), "250 2.1.0 Ok\r\n");
+    }
+
+    #[test]
+    fn a_pipelining_client_refused_while_busy_is_not_counted_as_erring() {
+        let mut h = Harness::ready(ServerConfig {
+            max_errors: 3,
+            ..config()
+        });
+        h.s.set_admission(Admission::Busy);
+        let txn = "MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nRCPT TO:<z@y>\r\nBDAT 2 LAST\r\nhi";
+        for _ in 0..5 {
+            let r = h.reply(txn);
+            assert!(r.starts_with("452 4.3.1"), "{r}");
+            assert!(!r.contains("421"), "{r}");
+        }
+        assert_eq!(h.s.error_count(), 0);
+        // Without a refused MAIL, the same 503s are errors.
+        h.s.set_admission(Admission::Open);
+        let r = h.reply("RCPT TO:<x@y>\r\nRCPT TO:<x@y>\r\nRCPT TO:<x@y>\r\n");
+        assert!(r.contains("421 4.7.0"), "{r}");
+        assert!(h.s.wants_close());
     }
 
     #[test]
