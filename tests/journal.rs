@@ -377,15 +377,8 @@ fn a_pipelined_group_of_messages_is_made_durable_by_a_few_commits() {
     // so the destination is paused first to keep outcome records out).
     let cfg = format!("cores = [0]\n{}", config());
     let mut lab = Lab::start("", "[default]\n", &cfg);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluicectl"))
-        .arg("--url")
-        .arg(format!("http://{}", lab.sluice().admin.expect("admin")))
-        .arg("--token-file")
-        .arg(lab.sluice().path("admin.token"))
-        .args(["pause", "d1.test"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let (ok, v) = lab.ctl(&["pause", "d1.test"]);
+    assert!(ok, "{v}");
     let before = fsyncs(&lab);
     let mut c = Client::connect(lab.sluice().addr);
     expect(&c.reply(), "220");

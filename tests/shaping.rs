@@ -6,7 +6,6 @@
 
 mod common;
 use common::lab::{send, Lab};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every test domain points at the sink.
@@ -19,16 +18,8 @@ fn zone(domains: &[&str]) -> String {
 
 /// The destination `domain` as `sluicectl --json destinations` shows it.
 fn destination(lab: &Lab, domain: &str) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluicectl"))
-        .arg("--url")
-        .arg(format!("http://{}", lab.sluice().admin.expect("admin")))
-        .arg("--token-file")
-        .arg(lab.sluice().path("admin.token"))
-        .args(["--json", "destinations", "--domain", domain])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ok, v) = lab.ctl(&["destinations", "--domain", domain]);
+    assert!(ok, "{v}");
     v.as_array()
         .and_then(|a| a.first())
         .cloned()
@@ -158,16 +149,8 @@ max_connections_per_source_ip = 1
         }
     }
     // The control plane shows the domain's two sub-queues.
-    let out = Command::new(env!("CARGO_BIN_EXE_sluicectl"))
-        .arg("--url")
-        .arg(format!("http://{}", lab.sluice().admin.expect("admin")))
-        .arg("--token-file")
-        .arg(lab.sluice().path("admin.token"))
-        .args(["--json", "destinations", "--domain", "pool.test"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ok, v) = lab.ctl(&["destinations", "--domain", "pool.test"]);
+    assert!(ok, "{v}");
     let mut pools: Vec<_> = v
         .as_array()
         .unwrap()
@@ -334,15 +317,7 @@ warmup = { start = "2020-01-01", daily = [3], after = "repeat" }
     // keeps the destination closed for the rest of the day.
     let deadline = Instant::now() + Duration::from_secs(30);
     let v = loop {
-        let out = Command::new(env!("CARGO_BIN_EXE_sluicectl"))
-            .arg("--url")
-            .arg(format!("http://{}", lab.sluice().admin.expect("admin")))
-            .arg("--token-file")
-            .arg(lab.sluice().path("admin.token"))
-            .args(["--json", "destinations", "--domain", "new.test"])
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let (_, v) = lab.ctl(&["destinations", "--domain", "new.test"]);
         if let Some(d) = v.as_array().and_then(|a| a.first()) {
             if d["waiting"] == 5 {
                 break d.clone();

@@ -184,6 +184,25 @@ impl Lab {
         out
     }
 
+    /// Runs `sluicectl --json ARGS` against this lab's daemon; returns
+    /// whether it succeeded and its output as JSON (null if none).
+    pub fn ctl(&self, args: &[&str]) -> (bool, serde_json::Value) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+            .arg("--url")
+            .arg(format!(
+                "http://{}",
+                self.sluice().admin.expect("admin API")
+            ))
+            .arg("--token-file")
+            .arg(self.sluice().path("admin.token"))
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (out.status.success(), v)
+    }
+
     /// Stops sluice and returns its summary line's numbers.
     pub fn stop(mut self) -> super::Stopped {
         let s = self.sluice.take().unwrap().stop();
