@@ -242,8 +242,9 @@ action = "suspend 3s"
     assert_eq!(d.duplicates, 0);
 }
 
-#[test]
-fn the_warmup_cap_defers_mail_beyond_the_days_cap() {
+/// A destination with a warm-up cap of 3 a day, sent 8 messages, once the
+/// sink has the day's 3.
+fn warming_lab() -> Lab {
     let lab = Lab::start(
         &zone(&["new.test"]),
         "[default]\n",
@@ -260,6 +261,12 @@ warmup = { start = "2020-01-01", daily = [3], after = "repeat" }
     lab.wait_sink("the day's cap", |r| {
         r.domains.get("new.test").is_some_and(|d| d.accepted >= 3)
     });
+    lab
+}
+
+#[test]
+fn the_warmup_cap_defers_mail_beyond_the_days_cap() {
+    let lab = warming_lab();
     let v = destination(&lab, "new.test");
     assert_eq!(v["warmup"], serde_json::json!([3, 3]), "{v}");
     assert_eq!(v["waiting"], 5, "{v}");
@@ -280,22 +287,7 @@ warmup = { start = "2020-01-01", daily = [3], after = "repeat" }
 
 #[test]
 fn the_days_warmup_count_survives_a_kill_and_restart() {
-    let mut lab = Lab::start(
-        &zone(&["new.test"]),
-        "[default]\n",
-        r#"
-[delivery]
-tls = "none"
-[[delivery.queues]]
-name = "warming"
-domains = ["new.test"]
-warmup = { start = "2020-01-01", daily = [3], after = "repeat" }
-"#,
-    );
-    send(lab.sluice(), "s@sender.test", &["a@new.test"], 8);
-    lab.wait_sink("the day's cap", |r| {
-        r.domains.get("new.test").is_some_and(|d| d.accepted >= 3)
-    });
+    let mut lab = warming_lab();
     // The shard saves its counts within a few seconds.
     let deadline = Instant::now() + Duration::from_secs(30);
     let saved = loop {
