@@ -63,6 +63,21 @@ fn keys_of_another_kind_and_bad_values_are_rejected() {
     assert!(e.contains("duration_secs"), "{e}");
     let e = parse_err(&format!("{MINIMAL}[inject]\nconnections = 0\n"));
     assert!(e.contains("connections"), "{e}");
+    let e = parse_err(&format!(
+        "{MINIMAL}[inject]\ndomains = 4\ndomain_weights = [\"d4.test:0.5\"]\n"
+    ));
+    assert!(e.contains("d4.test"), "{e}");
+}
+
+#[test]
+fn domain_weights_reach_the_options() {
+    let s = Scenario::from_toml_str(&format!(
+        "{MINIMAL}[inject]\ndomains = 4\ndomain_weights = [\"d1.test:0.05\"]\n"
+    ))
+    .unwrap();
+    let o = s.inject_options("127.0.0.1:2525".parse().unwrap()).unwrap();
+    assert_eq!(o.domain_weights.len(), 1);
+    assert_eq!(o.domain_weights[0].domain, "d1.test");
 }
 
 #[test]

@@ -27,6 +27,7 @@
 //! size = 1024                # or size_dist = "512:50,4096:40"
 //! rcpts = 1
 //! domains = 10
+//! domain_weights = ["d0.test:0.05"]   # one synthetic domain 1/20 as often as the others
 //!
 //! [sink]
 //! port = 2625                # the "port 25" of every synthetic MX host; 0 = free port
@@ -47,7 +48,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::inject::{Credentials, InjectOptions, ProviderShare, SizeSpec, Stop};
+use crate::inject::{Credentials, DomainWeight, InjectOptions, ProviderShare, SizeSpec, Stop};
 use crate::loopback::parse_loopback;
 use crate::sink::Profile;
 
@@ -169,6 +170,8 @@ pub struct InjectSection {
     pub zipf: Option<f64>,
     /// Domains with fixed shares, `"NAME:SHARE"`.
     pub providers: Vec<String>,
+    /// Synthetic domains weighted differently, `"NAME:WEIGHT"` (the others weigh 1).
+    pub domain_weights: Vec<String>,
     /// Envelope and header sender.
     pub from: Option<String>,
     /// EHLO name.
@@ -201,6 +204,7 @@ impl Default for InjectSection {
             domains: 10,
             zipf: None,
             providers: Vec::new(),
+            domain_weights: Vec::new(),
             from: None,
             ehlo: None,
             starttls: false,
@@ -472,6 +476,11 @@ impl Scenario {
             .providers
             .iter()
             .map(|p| p.parse::<ProviderShare>())
+            .collect::<Result<_>>()?;
+        o.domain_weights = i
+            .domain_weights
+            .iter()
+            .map(|w| w.parse::<DomainWeight>())
             .collect::<Result<_>>()?;
         if let Some(from) = &i.from {
             o.from.clone_from(from);
