@@ -37,6 +37,11 @@
 //! [dns]
 //! failures = ["d3.test=servfail@0.5"]
 //!
+//! [steady]                  # the report's steady delivery rate
+//! exclude = ["d0.test"]      # of every domain but these (default: all)
+//! from_fraction = 0.05       # between 5% and 95% of their recipients
+//! to_fraction = 0.95
+//!
 //! [crash]
 //! after_secs = 5             # or after_fraction = 0.5 (of the messages)
 //! times = 1
@@ -79,6 +84,9 @@ pub struct Scenario {
     pub dns: DnsSection,
     /// Kill the SUT mid-run.
     pub crash: Option<CrashSection>,
+    /// Which domains the report's steady delivery rate covers.
+    #[serde(default)]
+    pub steady: SteadySection,
 }
 
 fn default_deadline() -> f64 {
@@ -274,6 +282,31 @@ impl Default for DnsSection {
     }
 }
 
+/// `[steady]`: the report's steady delivery rate (see
+/// [`super::series::SteadyRate`]) of every recipient domain but `exclude`,
+/// over the window in which the sink went from `from_fraction` to
+/// `to_fraction` of their recipients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SteadySection {
+    /// Domains left out (e.g. the throttled ones).
+    pub exclude: Vec<String>,
+    /// Lower end of the window.
+    pub from_fraction: f64,
+    /// Upper end of the window.
+    pub to_fraction: f64,
+}
+
+impl Default for SteadySection {
+    fn default() -> Self {
+        SteadySection {
+            exclude: Vec::new(),
+            from_fraction: 0.05,
+            to_fraction: 0.95,
+        }
+    }
+}
+
 /// `[crash]`: SIGKILL the SUT `times` times, the k-th at k × `after_secs`
 /// seconds into the injection or once k × `after_fraction` of the
 /// messages were injected.
@@ -335,6 +368,12 @@ impl Scenario {
             return bad("`sink.profile` and `sink.profile_file` are exclusive".into());
         }
         self.inline_profile()?;
+        let (from, to) = (self.steady.from_fraction, self.steady.to_fraction);
+        if !super::series::valid_window(from, to) {
+            return bad(format!(
+                "[steady] needs 0 <= from_fraction < to_fraction <= 1, got {from} and {to}"
+            ));
+        }
         if let Some(c) = &self.crash {
             self.validate_crash(c)?;
         }
