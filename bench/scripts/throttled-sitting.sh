@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The traffic-shaping sitting (docs/benchmarks.md, "Traffic shaping (issue
-# 7)"): PAIRS (default 5) pairs of runs, throttled.toml then
-# throttled-baseline.toml, alternating, release build; each run with a CPU
+# 7)"): PAIRS (default 5) pairs of runs of throttled.toml and
+# throttled-baseline.toml (ABBA order), release build; each run with a CPU
 # sampler (cpu-sample.py); shaping-plot's figures of every throttled run;
 # then the summary (throttled-summary.py): per run and medians, the
 # unthrottled domains' steady rate in both runs and its ratio, CPU over the
@@ -13,7 +13,7 @@
 # SINK_PORT (default 2625, the scenarios' own) moves the sink when another
 # run holds the port; nothing else changes. BIN overrides the directory of
 # the binaries (default target/release). Loopback only. About 3 minutes a
-# pair.
+# pair on a quiet machine.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-/tmp/sluice-throttled-sitting}
@@ -49,10 +49,18 @@ run() { # scenario name, output stem
   wait $sampler
   echo "$(date -u +%T) $2 rc=$rc $(grep -E 'steady rate|missing|complete' "$out/$2.txt" | tr -s ' ' | tr '\n' ';')" >> "$out/log.txt"
 }
+# Pairs in ABBA order (throttled first in odd pairs, baseline first in even
+# ones): a machine whose speed drifts during the sitting then favours
+# neither side.
 for i in $(seq "$pairs"); do
-  run throttled "throttled-$i"
+  if [ $((i % 2)) = 1 ]; then
+    run throttled "throttled-$i"
+    run throttled-baseline "baseline-$i"
+  else
+    run throttled-baseline "baseline-$i"
+    run throttled "throttled-$i"
+  fi
   "$bin/shaping-plot" "$out/throttled-$i.json" "$out/plots-$i" d0.test d1.test d2.test d3.test d5.test d4.test > "$out/figures-$i.md" 2>/dev/null
-  run throttled-baseline "baseline-$i"
 done
 echo "# done $(date -u +%FT%TZ) load=$(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/log.txt"
 python3 bench/scripts/throttled-summary.py "$out" | tee "$out/summary.md"

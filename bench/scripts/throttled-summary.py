@@ -158,6 +158,15 @@ def main():
          lambda r: per_kb(r["tc"], r["t"]) if r["tc"] and r["t"] else None)
     line("bench CPU ms per 1,000, baseline", "{:.1f}".format,
          lambda r: per_kb(r["bc"], r["b"]) if r["bc"] and r["b"] else None)
+    # The bench does the same work per message in both runs (inject, sink),
+    # so its CPU per message is a yardstick of the machine's speed during
+    # the run; sluice's cost relative to it separates extra work in sluice
+    # from a machine that was slower in one run.
+    rel = lambda c: c["sut"] / c["bench"] if c and c["bench"] else None
+    line("sluice CPU / bench CPU, throttled", "{:.3f}".format, lambda r: rel(r["tc"]))
+    line("sluice CPU / bench CPU, baseline", "{:.3f}".format, lambda r: rel(r["bc"]))
+    line("**same, ratio throttled / baseline**", "{:.3f}".format,
+         lambda r: rel(r["tc"]) / rel(r["bc"]) if rel(r["tc"]) and rel(r["bc"]) else None)
     line("other processes' CPU % / steal %, throttled", "{}".format,
          lambda r: f"{r['tc']['other']:.0f} / {r['tc']['steal']:.1f}" if r["tc"] else None, False)
     line("other processes' CPU % / steal %, baseline", "{}".format,
