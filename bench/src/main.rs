@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sluice_bench::dns::{self, DnsOptions, FailureRule, Zone};
-use sluice_bench::inject::{self, Credentials, InjectOptions, ProviderShare, SizeSpec, Stop};
+use sluice_bench::inject::{
+    self, Credentials, DomainWeight, InjectOptions, ProviderShare, SizeSpec, Stop,
+};
 use sluice_bench::loopback::parse_loopback;
 use sluice_bench::run;
 use sluice_bench::sink::{Profile, Sink, SinkOptions, SinkReport};
@@ -134,6 +136,9 @@ struct InjectArgs {
     /// Domain with a fixed share of recipients, NAME:SHARE (repeatable), e.g. gmail.test:0.3.
     #[arg(long = "provider", value_parser = parse_from_str::<ProviderShare>)]
     providers: Vec<ProviderShare>,
+    /// Relative weight of one synthetic domain, NAME:WEIGHT (repeatable; the others weigh 1), e.g. d0.test:0.05.
+    #[arg(long = "domain-weight", value_parser = parse_from_str::<DomainWeight>)]
+    domain_weights: Vec<DomainWeight>,
     /// Envelope and header sender.
     #[arg(long, default_value = "bench@sluice-bench.test")]
     from: String,
@@ -232,6 +237,7 @@ fn inject_main(args: InjectArgs) -> Result<ExitCode, Error> {
     opts.domains = args.domains;
     opts.zipf = args.zipf;
     opts.providers = args.providers;
+    opts.domain_weights = args.domain_weights;
     opts.from = args.from;
     opts.ehlo = args.ehlo;
     opts.starttls = args.starttls;

@@ -63,6 +63,27 @@ fn keys_of_another_kind_and_bad_values_are_rejected() {
     assert!(e.contains("duration_secs"), "{e}");
     let e = parse_err(&format!("{MINIMAL}[inject]\nconnections = 0\n"));
     assert!(e.contains("connections"), "{e}");
+    let e = parse_err(&format!(
+        "{MINIMAL}[inject]\ndomains = 4\ndomain_weights = [\"d4.test:0.5\"]\n"
+    ));
+    assert!(e.contains("d4.test"), "{e}");
+    let e = parse_err(&format!(
+        "{MINIMAL}[steady]\nfrom_fraction = 0.9\nto_fraction = 0.5\n"
+    ));
+    assert!(e.contains("[steady]"), "{e}");
+}
+
+#[test]
+fn domain_weights_and_steady_reach_the_options() {
+    let s = Scenario::from_toml_str(&format!(
+        "{MINIMAL}[inject]\ndomains = 4\ndomain_weights = [\"d1.test:0.05\"]\n[steady]\nexclude = [\"d1.test\"]\n"
+    ))
+    .unwrap();
+    let o = s.inject_options("127.0.0.1:2525".parse().unwrap()).unwrap();
+    assert_eq!(o.domain_weights.len(), 1);
+    assert_eq!(o.domain_weights[0].domain, "d1.test");
+    assert_eq!(s.steady.exclude, ["d1.test"]);
+    assert_eq!((s.steady.from_fraction, s.steady.to_fraction), (0.05, 0.95));
 }
 
 #[test]

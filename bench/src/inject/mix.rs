@@ -59,9 +59,12 @@ impl Mix {
         let mut weights: Vec<f64> = opts.providers.iter().map(|p| p.share).collect();
         let rest = (1.0 - weights.iter().sum::<f64>()).max(0.0);
         let synthetic: Vec<f64> = (0..opts.domains)
-            .map(|k| match opts.zipf {
-                Some(s) => 1.0 / ((k + 1) as f64).powf(s),
-                None => 1.0,
+            .map(|k| {
+                let zipf = match opts.zipf {
+                    Some(s) => 1.0 / ((k + 1) as f64).powf(s),
+                    None => 1.0,
+                };
+                zipf * opts.domain_weight(k)
             })
             .collect();
         let norm: f64 = synthetic.iter().sum();
@@ -123,6 +126,32 @@ mod tests {
         let r = c[1] as f64 / c[2] as f64;
         assert!((1.9..2.1).contains(&r), "d0/d1 {r}");
         assert!(c[4] > 0);
+    }
+
+    #[test]
+    fn domain_weights_scale_single_domains() {
+        let mut o = InjectOptions::new("127.0.0.1:25".parse().unwrap());
+        o.providers = vec!["gmail.test:0.5".parse().unwrap()];
+        o.domains = 4;
+        o.domain_weights = vec!["d1.test:0.1".parse().unwrap(), "d3.test:0".parse().unwrap()];
+        o.validate().unwrap();
+        let mix = Mix::new(&o);
+        let n = 200_000;
+        let c = counts(&mix, n);
+        // Providers keep their share; the rest splits 1 : 0.1 : 1 : 0.
+        let share = |i: usize| c[i] as f64 / n as f64;
+        assert!((0.49..0.51).contains(&share(0)), "gmail {}", share(0));
+        let unit = 0.5 / 2.1;
+        for (i, w) in [(1, 1.0), (2, 0.1), (3, 1.0)] {
+            let want = unit * w;
+            assert!(
+                (share(i) - want).abs() < 0.05 * want,
+                "{}: {} vs {want}",
+                mix.domains[i],
+                share(i)
+            );
+        }
+        assert_eq!(c[4], 0, "weight 0 is never drawn");
     }
 
     #[test]

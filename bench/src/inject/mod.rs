@@ -21,7 +21,9 @@ use std::time::Instant;
 use tokio::task::JoinSet;
 
 pub use message::message_id;
-pub use options::{Credentials, InjectOptions, ProviderShare, SizeSpec, SizeWeight, Stop};
+pub use options::{
+    Credentials, DomainWeight, InjectOptions, ProviderShare, SizeSpec, SizeWeight, Stop,
+};
 pub use report::{InjectReport, LatencySummary};
 pub use stats::Live;
 

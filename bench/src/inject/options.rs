@@ -124,6 +124,38 @@ impl FromStr for ProviderShare {
     }
 }
 
+/// A synthetic domain drawn more or less often than the others.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainWeight {
+    /// A synthetic domain, `d{i}.test`.
+    pub domain: String,
+    /// Relative weight among the synthetic domains: the others weigh 1
+    /// (times their Zipf weight when `zipf` is set).
+    pub weight: f64,
+}
+
+impl FromStr for DomainWeight {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let (domain, weight) = s.rsplit_once(':').ok_or_else(|| {
+            Error::InvalidOption(format!("domain weight {s:?} is not NAME:WEIGHT"))
+        })?;
+        let weight: f64 = weight.trim().parse().map_err(|_| {
+            Error::InvalidOption(format!("domain weight {weight:?} is not a number"))
+        })?;
+        if !(weight.is_finite() && weight >= 0.0) {
+            return Err(Error::InvalidOption(format!(
+                "domain weight {s:?}: weight must be a number >= 0"
+            )));
+        }
+        Ok(DomainWeight {
+            domain: domain.trim().to_ascii_lowercase(),
+            weight,
+        })
+    }
+}
+
 /// AUTH PLAIN credentials.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -175,6 +207,8 @@ pub struct InjectOptions {
     pub zipf: Option<f64>,
     /// Domains with fixed shares, taken before the synthetic ones.
     pub providers: Vec<ProviderShare>,
+    /// Synthetic domains weighted differently from the others (default 1).
+    pub domain_weights: Vec<DomainWeight>,
     /// Envelope and header sender.
     pub from: String,
     /// EHLO name.
@@ -220,6 +254,7 @@ impl InjectOptions {
             domains: 10,
             zipf: None,
             providers: Vec::new(),
+            domain_weights: Vec::new(),
             from: "bench@sluice-bench.test".to_string(),
             ehlo: "inject.sluice-bench.test".to_string(),
             starttls: false,
@@ -264,6 +299,7 @@ impl InjectOptions {
         if self.domains == 0 && shares <= 0.0 {
             return bad("provider shares are all zero and there are no synthetic domains");
         }
+        self.validate_domain_weights()?;
         if self.from.contains(['<', '>', '\r', '\n', ' '])
             || self.ehlo.contains(['\r', '\n', ' '])
             || self.ehlo.is_empty()
@@ -284,6 +320,53 @@ impl InjectOptions {
             }
         }
         self.size.validate()
+    }
+
+    /// Each weighted domain is one of the synthetic ones, named once, and
+    /// the synthetic domains do not all weigh zero.
+    fn validate_domain_weights(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidOption(m));
+        for (i, w) in self.domain_weights.iter().enumerate() {
+            if self.synthetic_index(&w.domain).is_none() {
+                return bad(format!(
+                    "domain weight for {}: not a synthetic domain (d0.test … d{}.test)",
+                    w.domain,
+                    self.domains.saturating_sub(1)
+                ));
+            }
+            if self
+                .domain_weights
+                .iter()
+                .take(i)
+                .any(|p| p.domain == w.domain)
+            {
+                return bad(format!("domain weight for {} given twice", w.domain));
+            }
+        }
+        let total: f64 = (0..self.domains).map(|k| self.domain_weight(k)).sum();
+        if self.domains > 0 && total <= 0.0 {
+            return bad("every synthetic domain has weight 0".into());
+        }
+        Ok(())
+    }
+
+    /// `k` when `name` is the synthetic domain `d{k}.test` of this run.
+    fn synthetic_index(&self, name: &str) -> Option<usize> {
+        let k: usize = name
+            .strip_prefix('d')?
+            .strip_suffix(".test")?
+            .parse()
+            .ok()?;
+        (k < self.domains && name == format!("d{k}.test")).then_some(k)
+    }
+
+    /// The `domain_weights` factor of synthetic domain `k` (1 unless given).
+    pub(crate) fn domain_weight(&self, k: usize) -> f64 {
+        let name = format!("d{k}.test");
+        self.domain_weights
+            .iter()
+            .find(|w| w.domain == name)
+            .map_or(1.0, |w| w.weight)
     }
 }
 
@@ -330,5 +413,31 @@ mod tests {
         let mut o = InjectOptions::new("127.0.0.1:25".parse().unwrap());
         o.providers = vec!["a.test:0.7".parse().unwrap(), "b.test:0.7".parse().unwrap()];
         assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn domain_weights_name_synthetic_domains_once() {
+        let w: DomainWeight = "D3.test:0.05".parse().unwrap();
+        assert_eq!(w.domain, "d3.test");
+        assert_eq!(w.weight, 0.05);
+        assert!("d3.test".parse::<DomainWeight>().is_err());
+        assert!("d3.test:-1".parse::<DomainWeight>().is_err());
+        assert!("d3.test:inf".parse::<DomainWeight>().is_err());
+        let mut o = InjectOptions::new("127.0.0.1:25".parse().unwrap());
+        o.domains = 4;
+        o.domain_weights = vec![w.clone()];
+        assert!(o.validate().is_ok());
+        assert_eq!(o.domain_weight(3), 0.05);
+        assert_eq!(o.domain_weight(0), 1.0);
+        for name in ["d4.test", "d03.test", "gmail.test", "d.test"] {
+            o.domain_weights = vec![format!("{name}:1").parse().unwrap()];
+            assert!(o.validate().is_err(), "{name}");
+        }
+        o.domain_weights = vec![w.clone(), w];
+        assert!(o.validate().is_err(), "twice");
+        o.domain_weights = (0..4)
+            .map(|k| format!("d{k}.test:0").parse().unwrap())
+            .collect();
+        assert!(o.validate().is_err(), "all zero");
     }
 }

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 pub use crash::{CrashReport, KillEvent};
 pub use report::{DomainOutcome, RunReport};
 pub use scenario::{Scenario, SutKind};
-pub use series::{DomainSample, Sample};
+pub use series::{steady_rate, DomainSample, Sample, SteadyRate};
 pub use template::Placeholders;
 
 use crate::error::{Error, Result};
@@ -156,6 +156,7 @@ async fn execute_in(
         waited,
         complete,
         started,
+        started_unix,
         series,
     } = outcome?;
     let delivery = accounting::account(&inject, &handle);
@@ -166,6 +167,8 @@ async fn execute_in(
     let unique = sink_report
         .recipients_accepted
         .saturating_sub(sink_report.duplicates);
+    let st = &scenario.steady;
+    let steady = series::steady_rate(&series, &st.exclude, st.from_fraction, st.to_fraction);
     Ok(RunReport {
         scenario: scenario.display_name().to_string(),
         description: scenario.description.clone(),
@@ -173,10 +176,12 @@ async fn execute_in(
         target: target.to_string(),
         sink_address,
         dns_address: dns_report.local_addr.to_string(),
+        started_unix,
         inject_msgs_per_sec: inject.msgs_per_sec,
         end_to_end_secs: e2e,
         end_to_end_msgs_per_sec: per_sec(sink_report.messages_accepted),
         end_to_end_rcpts_per_sec: per_sec(unique),
+        steady,
         latency_ms: inject.latency_ms.clone(),
         expected: delivery.expected,
         delivered: unique,
@@ -210,6 +215,8 @@ struct Driven {
     complete: bool,
     /// When injection started (the start of the end-to-end span).
     started: Instant,
+    /// The same, Unix time.
+    started_unix: f64,
     /// One sample a second.
     series: Vec<Sample>,
 }
@@ -242,7 +249,10 @@ async fn drive(
         .progress
         .then(|| progress::RunProgress::start(live.clone(), sink.handle.clone(), total));
     let started = Instant::now();
-    let sampler = series::Sampler::start(sink.handle.clone(), Some(admin), started);
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let sampler = series::Sampler::start(sink.handle.clone(), live.clone(), Some(admin), started);
     let injection = tokio::spawn(inject::run_live(opts, live.clone()));
     let (done_tx, done_rx) = watch::channel(false);
     let (kept, crasher) = match scenario.crash.clone() {
@@ -296,6 +306,7 @@ async fn drive(
         waited,
         complete,
         started,
+        started_unix,
         series: sampler.finish(),
     };
     (sut, Ok(driven))

@@ -43,6 +43,10 @@ pub struct RunReport {
     pub sink_address: String,
     /// The DNS stub's address.
     pub dns_address: String,
+    /// When injection started, Unix time in seconds: the zero of the
+    /// series' `t`, for lining up samples taken outside the bench.
+    #[serde(default)]
+    pub started_unix: f64,
     /// Messages acknowledged by the SUT per second of injection.
     pub inject_msgs_per_sec: f64,
     /// First injection → last message accepted by the sink, in seconds.
@@ -51,6 +55,10 @@ pub struct RunReport {
     pub end_to_end_msgs_per_sec: Option<f64>,
     /// Distinct recipients accepted by the sink per second of that span.
     pub end_to_end_rcpts_per_sec: Option<f64>,
+    /// Recipients/s of the domains `[steady]` covers over the middle of
+    /// their mail (from the time series; absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady: Option<super::series::SteadyRate>,
     /// Injector transaction latency (MAIL → final reply of the SUT).
     pub latency_ms: LatencySummary,
     /// Recipients acknowledged by the SUT: what the sink should get.
@@ -134,6 +142,28 @@ impl RunReport {
                 _ => "n/a (nothing reached the sink)".to_string(),
             },
         );
+        if let Some(s) = &self.steady {
+            row(
+                &mut out,
+                "steady rate",
+                format!(
+                    "{:.0} rcpts/s, {} domain(s){}: {:.0}%..{:.0}% of {} rcpts at {:.2}..{:.2} s (injector {:.0} msgs/s)",
+                    s.rcpts_per_sec,
+                    s.domains,
+                    if s.excluded.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (all but {})", s.excluded.join(", "))
+                    },
+                    100.0 * s.from_fraction,
+                    100.0 * s.to_fraction,
+                    s.recipients,
+                    s.from_secs,
+                    s.to_secs,
+                    s.injected_per_sec
+                ),
+            );
+        }
         let l = &self.latency_ms;
         row(
             &mut out,

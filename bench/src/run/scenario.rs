@@ -27,6 +27,7 @@
 //! size = 1024                # or size_dist = "512:50,4096:40"
 //! rcpts = 1
 //! domains = 10
+//! domain_weights = ["d0.test:0.05"]   # one synthetic domain 1/20 as often as the others
 //!
 //! [sink]
 //! port = 2625                # the "port 25" of every synthetic MX host; 0 = free port
@@ -35,6 +36,11 @@
 //!
 //! [dns]
 //! failures = ["d3.test=servfail@0.5"]
+//!
+//! [steady]                  # the report's steady delivery rate
+//! exclude = ["d0.test"]      # of every domain but these (default: all)
+//! from_fraction = 0.05       # between 5% and 95% of their recipients
+//! to_fraction = 0.95
 //!
 //! [crash]
 //! after_secs = 5             # or after_fraction = 0.5 (of the messages)
@@ -47,7 +53,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::inject::{Credentials, InjectOptions, ProviderShare, SizeSpec, Stop};
+use crate::inject::{Credentials, DomainWeight, InjectOptions, ProviderShare, SizeSpec, Stop};
 use crate::loopback::parse_loopback;
 use crate::sink::Profile;
 
@@ -78,6 +84,9 @@ pub struct Scenario {
     pub dns: DnsSection,
     /// Kill the SUT mid-run.
     pub crash: Option<CrashSection>,
+    /// Which domains the report's steady delivery rate covers.
+    #[serde(default)]
+    pub steady: SteadySection,
 }
 
 fn default_deadline() -> f64 {
@@ -169,6 +178,8 @@ pub struct InjectSection {
     pub zipf: Option<f64>,
     /// Domains with fixed shares, `"NAME:SHARE"`.
     pub providers: Vec<String>,
+    /// Synthetic domains weighted differently, `"NAME:WEIGHT"` (the others weigh 1).
+    pub domain_weights: Vec<String>,
     /// Envelope and header sender.
     pub from: Option<String>,
     /// EHLO name.
@@ -201,6 +212,7 @@ impl Default for InjectSection {
             domains: 10,
             zipf: None,
             providers: Vec::new(),
+            domain_weights: Vec::new(),
             from: None,
             ehlo: None,
             starttls: false,
@@ -270,6 +282,31 @@ impl Default for DnsSection {
     }
 }
 
+/// `[steady]`: the report's steady delivery rate (see
+/// [`super::series::SteadyRate`]) of every recipient domain but `exclude`,
+/// over the window in which the sink went from `from_fraction` to
+/// `to_fraction` of their recipients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SteadySection {
+    /// Domains left out (e.g. the throttled ones).
+    pub exclude: Vec<String>,
+    /// Lower end of the window.
+    pub from_fraction: f64,
+    /// Upper end of the window.
+    pub to_fraction: f64,
+}
+
+impl Default for SteadySection {
+    fn default() -> Self {
+        SteadySection {
+            exclude: Vec::new(),
+            from_fraction: 0.05,
+            to_fraction: 0.95,
+        }
+    }
+}
+
 /// `[crash]`: SIGKILL the SUT `times` times, the k-th at k × `after_secs`
 /// seconds into the injection or once k × `after_fraction` of the
 /// messages were injected.
@@ -331,6 +368,12 @@ impl Scenario {
             return bad("`sink.profile` and `sink.profile_file` are exclusive".into());
         }
         self.inline_profile()?;
+        let (from, to) = (self.steady.from_fraction, self.steady.to_fraction);
+        if !super::series::valid_window(from, to) {
+            return bad(format!(
+                "[steady] needs 0 <= from_fraction < to_fraction <= 1, got {from} and {to}"
+            ));
+        }
         if let Some(c) = &self.crash {
             self.validate_crash(c)?;
         }
@@ -472,6 +515,11 @@ impl Scenario {
             .providers
             .iter()
             .map(|p| p.parse::<ProviderShare>())
+            .collect::<Result<_>>()?;
+        o.domain_weights = i
+            .domain_weights
+            .iter()
+            .map(|w| w.parse::<DomainWeight>())
             .collect::<Result<_>>()?;
         if let Some(from) = &i.from {
             o.from.clone_from(from);
