@@ -66,6 +66,41 @@ max_messages = { per_second = 5 }
 }
 
 #[test]
+fn a_paced_connection_keeps_its_window_full_up_to_the_limit() {
+    // One connection, replies after 50 ms, 4 transactions in flight: the
+    // connection could carry 80 a second, the limit allows 40. Waiting for
+    // the replies before asking for the next token would give 20.
+    let lab = Lab::start(
+        &zone(&["paced.test"]),
+        "[default]\nlatency = 50\n",
+        r#"
+[delivery]
+tls = "none"
+max_pipelined_txns = 4
+[[delivery.queues]]
+name = "paced"
+domains = ["paced.test"]
+max_connections_per_destination = 1
+max_rcpt_per_txn = 1
+max_messages = { per_second = 40 }
+"#,
+    );
+    send(lab.sluice(), "s@sender.test", &["a@paced.test"], 80);
+    let t0 = Instant::now();
+    let r = lab.wait_sink("80 messages", |r| {
+        r.domains
+            .get("paced.test")
+            .is_some_and(|d| d.accepted >= 80)
+    });
+    let took = t0.elapsed();
+    let d = &r.domains["paced.test"];
+    assert!(d.peak_rate <= 40, "peak {} > 40/s: {d:#?}", d.peak_rate);
+    assert_eq!(d.connections, 1, "{d:#?}");
+    // 80 at 40/s is 2 s; at one per reply time it would be 4 s.
+    assert!(took < Duration::from_millis(3200), "{took:?}: {d:#?}");
+}
+
+#[test]
 fn connections_per_source_address_stay_under_the_limit_on_both_addresses() {
     let lab = Lab::start(
         &zone(&["src.test"]),

@@ -178,7 +178,7 @@ pub async fn run(mut slot: Slot) {
     // Transaction start times, for the controller's latency signal.
     let mut started: Vec<(u64, std::time::Instant)> = Vec::with_capacity(window);
     // Set when the shaper held the next transaction back.
-    let mut held: Option<Wait> = None;
+    let mut held: Option<Wait>;
 
     while !closed {
         // Limits from the queue in force now: a reload applies to the next
@@ -194,6 +194,8 @@ pub async fn run(mut slot: Slot) {
         // allows. Never hand a transaction to a session we asked to quit: it
         // would come straight back deferred (and wait a whole retry
         // interval).
+        // What held the window back last, from this round only.
+        held = None;
         while inflight.len() < window
             && sent < max_messages
             && !quitting
@@ -350,7 +352,30 @@ pub async fn run(mut slot: Slot) {
             session.handle_closed();
             continue;
         }
-        match stream.read(spare).await {
+        // Paced with room in the window: the next token may come before
+        // the replies do. Race them, or pacing would cap a connection at
+        // one transaction per reply time. (A read dropped unfinished loses
+        // nothing: glommio receives only once the socket is readable.)
+        let pace = match held {
+            Some(Wait::Pace(at)) if inflight.len() < window && sent < max_messages => Some(at),
+            _ => None,
+        };
+        let read = match pace {
+            None => stream.read(spare).await,
+            Some(at) => {
+                let r = futures_lite::future::or(async { Some(stream.read(spare).await) }, async {
+                    glommio::timer::sleep(at.saturating_duration_since(std::time::Instant::now()))
+                        .await;
+                    None
+                })
+                .await;
+                match r {
+                    Some(r) => r,
+                    None => continue,
+                }
+            }
+        };
+        match read {
             Ok(0) => session.handle_closed(),
             Ok(n) => {
                 input.filled(n);
