@@ -173,19 +173,13 @@ fn chart(series: &[Sample], d: &str, path: &Path, text: bool) -> Result<(), Stri
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (top, bottom) = root.split_vertically(360);
     let e = |e: DrawingAreaErrorKind<_>| e.to_string();
-    let mut c = ChartBuilder::on(&top);
-    if text {
-        c.caption(format!("{d}: messages a second"), ("sans-serif", 18));
-    }
-    let mut c = c
-        .margin(10)
-        .x_label_area_size(if text { 25 } else { 0 })
-        .y_label_area_size(if text { 45 } else { 0 })
-        .build_cartesian_2d(0.0..t_max, 0.0..y_rate)
-        .map_err(e)?;
-    if text {
-        c.configure_mesh().x_desc("s").draw().map_err(e)?;
-    }
+    let mut c = panel(
+        &top,
+        &format!("{d}: messages a second"),
+        t_max,
+        y_rate,
+        text,
+    )?;
     c.draw_series(LineSeries::new(
         rows.iter().map(|r| (r.0, r.1)),
         BLUE.stroke_width(2),
@@ -205,25 +199,9 @@ fn chart(series: &[Sample], d: &str, path: &Path, text: bool) -> Result<(), Stri
     .label("allowed rate")
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
     if text {
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
+        legend(&mut c)?;
     }
-    let mut c = ChartBuilder::on(&bottom);
-    if text {
-        c.caption(format!("{d}: connections"), ("sans-serif", 18));
-    }
-    let mut c = c
-        .margin(10)
-        .x_label_area_size(if text { 25 } else { 0 })
-        .y_label_area_size(if text { 45 } else { 0 })
-        .build_cartesian_2d(0.0..t_max, 0.0..y_conn)
-        .map_err(e)?;
-    if text {
-        c.configure_mesh().x_desc("s").draw().map_err(e)?;
-    }
+    let mut c = panel(&bottom, &format!("{d}: connections"), t_max, y_conn, text)?;
     c.draw_series(LineSeries::new(
         rows.iter().filter_map(|r| r.4.map(|v| (r.0, v as f64))),
         BLACK.stroke_width(2),
@@ -239,12 +217,48 @@ fn chart(series: &[Sample], d: &str, path: &Path, text: bool) -> Result<(), Stri
     .label("open")
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], GREEN));
     if text {
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
+        legend(&mut c)?;
     }
     root.present().map_err(|e| e.to_string())?;
     Ok(())
+}
+
+use plotters::coord::types::RangedCoordf64;
+
+type Panel<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One panel: time on x, `0..y_max` on y; captions, axes and labels only
+/// with `text` (the font may be missing).
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    t_max: f64,
+    y_max: f64,
+    text: bool,
+) -> Result<Panel<'a, 'b>, String> {
+    let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+    let mut c = ChartBuilder::on(area);
+    if text {
+        c.caption(caption, ("sans-serif", 18));
+    }
+    let mut c = c
+        .margin(10)
+        .x_label_area_size(if text { 25 } else { 0 })
+        .y_label_area_size(if text { 45 } else { 0 })
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+        .map_err(e)?;
+    if text {
+        c.configure_mesh().x_desc("s").draw().map_err(e)?;
+    }
+    Ok(c)
+}
+
+/// The series legend of a panel.
+fn legend<'a, 'b: 'a>(c: &mut Panel<'a, 'b>) -> Result<(), String> {
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
 }
