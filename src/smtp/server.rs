@@ -503,17 +503,22 @@ impl ServerSession {
     /// Appends every reply byte that may be sent now to `out`, in order:
     /// everything before the first verdict still awaited.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
-        let ready = self.verdicts.front().copied().unwrap_or(self.out.len());
-        if ready >= self.out.len() && out.is_empty() {
+        let ready = self
+            .verdicts
+            .front()
+            .copied()
+            .unwrap_or(self.out.len())
+            .min(self.out.len());
+        if ready == self.out.len() && out.is_empty() {
             // Hand over our buffer instead of copying it.
             mem::swap(out, &mut self.out);
             self.out.clear();
         } else {
             out.extend_from_slice(self.out.get(..ready).unwrap_or_default());
-            self.out.drain(..ready.min(self.out.len()));
-            for v in self.verdicts.iter_mut() {
-                *v -= ready;
-            }
+            self.out.drain(..ready);
+        }
+        for v in self.verdicts.iter_mut() {
+            *v = v.saturating_sub(ready);
         }
     }
 
@@ -2476,6 +2481,30 @@ mod tests {
             String::from_utf8_lossy(&out),
             "451 4.3.0 later\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
              250 2.0.0 Ok: queued as 000000000000000C\r\n250 2.0.0 Ok\r\n"
+        );
+    }
+
+    #[test]
+    fn replies_sent_up_to_a_pending_verdict_keep_it_in_place() {
+        let mut s = ServerSession::new(Arc::new(config()), peer(true));
+        let mut out = Vec::new();
+        s.handle_input(
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nBDAT 1 LAST\r\nx",
+            NOW,
+        );
+        assert!(matches!(s.poll_event(), Some(Event::Message(_))));
+        // Everything before the verdict goes out; the verdict is next.
+        s.poll_transmit(&mut out);
+        assert!(out.ends_with(b"250 2.1.5 Ok\r\n"));
+        out.clear();
+        s.handle_input(b"NOOP\r\n", NOW);
+        s.poll_transmit(&mut out);
+        assert!(out.is_empty(), "held behind the verdict");
+        s.decide(Verdict::Accepted { queue_id: 1 });
+        s.poll_transmit(&mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "250 2.0.0 Ok: queued as 0000000000000001\r\n250 2.0.0 Ok\r\n"
         );
     }
 
