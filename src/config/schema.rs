@@ -16,7 +16,7 @@ pub struct Config {
     pub hostname: String,
     /// Which cores run an executor: `"all"` (default) or a list of CPU ids.
     pub cores: Cores,
-    /// When a 250 is given for a message. Default `"memory"`.
+    /// When a 250 is given for a message. Default `"journal"`.
     pub ack: AckMode,
     /// What shards do with accepted mail. Default `"deliver"`.
     pub route: Route,
@@ -364,6 +364,10 @@ pub struct DeliveryConfig {
     pub rules_file: Option<std::path::PathBuf>,
     /// Use the embedded default rules after the operator's. Default true.
     pub default_rules: bool,
+    /// Addresses (`"ip"` or `"ip:port"`) that reach this appliance from
+    /// outside, e.g. a NAT or load-balancer front; delivery to them is a
+    /// mail loop, like delivery to a listener. Default none.
+    pub own_addresses: Vec<crate::delivery::loop_guard::OwnAddress>,
 }
 
 impl Default for DeliveryConfig {
@@ -395,6 +399,7 @@ impl Default for DeliveryConfig {
             rules: Vec::new(),
             rules_file: None,
             default_rules: true,
+            own_addresses: Vec::new(),
         }
     }
 }

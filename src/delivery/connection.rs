@@ -9,6 +9,7 @@
 //! machine's invariant); the driver adds a safety net for the impossible.
 
 use super::engine::{ConnInfo, Dest, Engine};
+use super::loop_guard::HostsAfterLoopCheck;
 use super::queue::Rcpt;
 use super::queues::Queue;
 use super::shaping::Wait;
@@ -120,7 +121,17 @@ pub async fn run(mut slot: Slot) {
         .borrow()
         .avoided_mx(std::time::Instant::now())
         .map(str::to_string);
-    let mut hosts: Vec<_> = route.hosts.iter().collect();
+    let mut hosts = match engine.settings.own_addresses.check(&route.hosts) {
+        HostsAfterLoopCheck::Usable(hosts) => hosts,
+        HostsAfterLoopCheck::LoopsToSelf { host, addr } => {
+            let text = format!(
+                "mail for {} loops back to myself ({host} [{addr}])",
+                dest.domain
+            );
+            engine.bounce_dest(&dest, Reply::new(554, Some((5, 4, 6)), text));
+            return;
+        }
+    };
     if let Some(a) = &avoid {
         hosts.sort_by_key(|h| h.name.eq_ignore_ascii_case(a));
     }

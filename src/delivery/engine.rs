@@ -48,6 +48,8 @@ pub struct EngineSettings {
     pub connect_timeout: Cell<Duration>,
     /// Whether to verify server certificates on STARTTLS.
     pub tls_verify: bool,
+    /// Where delivery would reach our own listeners (mail loops).
+    pub own_addresses: super::loop_guard::OwnAddresses,
 }
 
 /// Per-shard delivery counters.
@@ -934,18 +936,24 @@ impl Engine {
         } else {
             Outcome::Deferred(Arc::new(reply))
         };
-        let all = dest.waiting.borrow_mut().drain_all();
-        for r in all {
-            self.outcome(dest, r, &outcome, &ConnInfo::default());
-        }
+        self.settle_dest(dest, &outcome);
     }
 
     /// Defers every queued recipient of `dest` (no connection possible).
     pub(super) fn defer_dest(self: &Rc<Self>, dest: &Rc<Dest>, reply: Reply) {
-        let outcome = Outcome::Deferred(Arc::new(reply));
+        self.settle_dest(dest, &Outcome::Deferred(Arc::new(reply)));
+    }
+
+    /// Bounces every queued recipient of `dest` (no delivery ever possible,
+    /// e.g. the mail would loop back to us).
+    pub(super) fn bounce_dest(self: &Rc<Self>, dest: &Rc<Dest>, reply: Reply) {
+        self.settle_dest(dest, &Outcome::Bounced(Arc::new(reply)));
+    }
+
+    fn settle_dest(self: &Rc<Self>, dest: &Rc<Dest>, outcome: &Outcome) {
         let all = dest.waiting.borrow_mut().drain_all();
         for r in all {
-            self.outcome(dest, r, &outcome, &ConnInfo::default());
+            self.outcome(dest, r, outcome, &ConnInfo::default());
         }
     }
 

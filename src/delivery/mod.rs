@@ -8,6 +8,7 @@
 //! - [`control`]: operator commands (pause, flush, bounce…) and metrics;
 //! - [`shaping`]: the feed-rate controller, static limits, response rules,
 //!   warm-up and source addresses;
+//! - [`loop_guard`]: never deliver to our own listeners (mail loops);
 //! - [`retry`], [`dsn`], [`log`], [`tls`]: schedules, RFC 3464 reports, the
 //!   JSON-lines delivery log, outbound TLS.
 
@@ -16,6 +17,7 @@ pub mod control;
 pub mod dsn;
 pub mod engine;
 pub mod log;
+pub mod loop_guard;
 pub mod queue;
 pub mod queues;
 pub mod retry;

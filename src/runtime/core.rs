@@ -139,9 +139,13 @@ pub async fn run(
     let per_core = shared.config.smtp.max_connections.div_ceil(shards.max(1));
     let backlog = Rc::new(RefCell::new(crate::shard::Backlog::default()));
     let mut recovery = None;
+    let listeners: Vec<std::net::SocketAddr> = sockets
+        .iter()
+        .filter_map(|s| s.local_addr().ok().and_then(|a| a.as_socket()))
+        .collect();
     let engine = match shared.config.route {
         crate::config::Route::Deliver => {
-            match build_engine(&shared, index, backlog.clone(), load.clone()) {
+            match build_engine(&shared, index, backlog.clone(), load.clone(), &listeners) {
                 Ok((e, r)) => {
                     recovery = r;
                     Some(e)
@@ -288,6 +292,7 @@ fn build_engine(
     index: usize,
     backlog: Rc<RefCell<crate::shard::Backlog>>,
     load: Arc<crate::shard::ShardLoad>,
+    listeners: &[std::net::SocketAddr],
 ) -> Result<
     (
         Rc<crate::delivery::Engine>,
@@ -306,6 +311,11 @@ fn build_engine(
         max_connections: std::cell::Cell::new(c.delivery.max_connections),
         connect_timeout: std::cell::Cell::new(c.delivery.connect_timeout.0),
         tls_verify: c.delivery.tls_verify,
+        own_addresses: crate::delivery::loop_guard::OwnAddresses::new(
+            listeners,
+            &c.delivery.own_addresses,
+            crate::delivery::loop_guard::interface_addresses(),
+        ),
     };
     let log_path = c
         .delivery

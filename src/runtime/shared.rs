@@ -145,6 +145,9 @@ fn needs_restart(old: &Config, fresh: &Config) -> Vec<&'static str> {
     if old.route != fresh.route {
         v.push("route");
     }
+    if old.delivery.own_addresses != fresh.delivery.own_addresses {
+        v.push("delivery.own_addresses");
+    }
     if old.state_dir != fresh.state_dir {
         v.push("state_dir");
     }

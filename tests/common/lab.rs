@@ -51,13 +51,24 @@ impl Lab {
     /// Like [`start`], but MX deliveries go to `smtp_port` (another
     /// receiver, such as Postfix or aiosmtpd) instead of the sink.
     pub fn start_with_port(zone: &str, profile: &str, config: &str, smtp_port: Option<u16>) -> Lab {
+        Self::launch(zone, profile, &|_| config.to_string(), smtp_port, false)
+    }
+
+    /// Like [`start_with_port`], with sluice's configuration written once
+    /// the sink's address is known (to route some domains to it).
+    pub fn start_around_sink(
+        zone: &str,
+        profile: &str,
+        config: &dyn Fn(SocketAddr) -> String,
+        smtp_port: Option<u16>,
+    ) -> Lab {
         Self::launch(zone, profile, config, smtp_port, false)
     }
 
     fn launch(
         zone: &str,
         profile: &str,
-        config: &str,
+        config: &dyn Fn(SocketAddr) -> String,
         smtp_port: Option<u16>,
         service_user: bool,
     ) -> Lab {
@@ -89,6 +100,7 @@ impl Lab {
                 })
                 .await;
         });
+        let config = config(sink_addr);
         let cfg = format!(
             "route = \"deliver\"\n{config}\n[dns]\nnameservers = [\"{}\"]\nsmtp_port = {}\n",
             dns.local_addr(),
@@ -114,7 +126,7 @@ impl Lab {
 
     /// Like [`start`], with sluice running as the unprivileged service user.
     pub fn start_as_service_user(zone: &str, profile: &str, config: &str) -> Lab {
-        Self::launch(zone, profile, config, None, true)
+        Self::launch(zone, profile, &|_| config.to_string(), None, true)
     }
 
     /// Kills sluice with SIGKILL and starts it again on the same state
