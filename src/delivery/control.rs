@@ -11,6 +11,7 @@
 use super::engine::{ConnInfo, Dest, Engine, RetryItem};
 use super::queue::Rcpt;
 use crate::shard::ack::FirstOutcome;
+use crate::shard::hash::canonical_domain;
 use crate::smtp::client::Outcome;
 use crate::smtp::Reply;
 use hdrhistogram::Histogram;
@@ -260,7 +261,7 @@ fn secs_until(due: Instant, now: Instant) -> f64 {
 
 impl Engine {
     fn matching(&self, t: &Target) -> Vec<Rc<Dest>> {
-        let domain = t.domain.as_deref().map(str::to_ascii_lowercase);
+        let domain = t.domain.as_deref().map(canonical_domain);
         self.dests
             .borrow()
             .values()
@@ -289,7 +290,7 @@ impl Engine {
             Some(d) if t.queue.is_none() => {
                 // The domain's own destination (made now if unseen, so
                 // mail arriving later waits too) and its pools' sub-queues.
-                let mut v = vec![self.dest(&d.to_ascii_lowercase(), None)];
+                let mut v = vec![self.dest(&canonical_domain(d), None)];
                 v.extend(self.matching(t).into_iter().filter(|x| x.pool().is_some()));
                 v
             }
@@ -345,7 +346,7 @@ impl Engine {
     /// Returns the count.
     pub fn remove(self: &Rc<Self>, f: &Filter, bounce: bool) -> Result<usize, String> {
         let id = f.id()?;
-        let domain = f.domain.as_deref().map(str::to_ascii_lowercase);
+        let domain = f.domain.as_deref().map(canonical_domain);
         let sender = f.sender.as_deref().map(str::to_ascii_lowercase);
         let matches = |r: &Rcpt| {
             id.map_or(true, |i| r.msg.id == i)
@@ -353,7 +354,7 @@ impl Engine {
                     .as_deref()
                     .map_or(true, |s| r.msg.reverse_path.eq_ignore_ascii_case(s))
                 && domain.as_deref().map_or(true, |d| {
-                    crate::shard::hash::domain_of(&r.addr).eq_ignore_ascii_case(d)
+                    canonical_domain(crate::shard::hash::domain_of(&r.addr)) == d
                 })
         };
         let mut victims: Vec<(Rc<Dest>, Rcpt)> = Vec::new();

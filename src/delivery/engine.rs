@@ -422,7 +422,7 @@ impl Engine {
         let pool = queues.pools().for_sender(&msg.reverse_path);
         let mut touched: Vec<Rc<Dest>> = Vec::new();
         for (index, addr) in env.recipients.into_iter().enumerate() {
-            let domain = crate::shard::hash::domain_of(&addr).to_ascii_lowercase();
+            let domain = crate::shard::hash::canonical_domain(crate::shard::hash::domain_of(&addr));
             let dest = self.dest(&domain, pool);
             dest.waiting.borrow_mut().push(Rcpt {
                 msg: msg.clone(),
@@ -463,7 +463,9 @@ impl Engine {
             .collect();
         let (local, foreign): (Vec<_>, Vec<_>) =
             pending.into_iter().partition(|(_, addr, _, _)| {
-                mine(&crate::shard::hash::domain_of(addr).to_ascii_lowercase())
+                mine(&crate::shard::hash::canonical_domain(
+                    crate::shard::hash::domain_of(addr),
+                ))
             });
         let reverse_path: Arc<str> = Arc::from(m.reverse_path.as_str());
         if !local.is_empty() {
@@ -489,7 +491,8 @@ impl Engine {
             let pool = queues.pools().for_sender(&msg.reverse_path);
             let mut touched: Vec<Rc<Dest>> = Vec::new();
             for (index, addr, attempts, next) in local {
-                let domain = crate::shard::hash::domain_of(&addr).to_ascii_lowercase();
+                let domain =
+                    crate::shard::hash::canonical_domain(crate::shard::hash::domain_of(&addr));
                 let dest = self.dest(&domain, pool);
                 let rcpt = Rcpt {
                     msg: msg.clone(),

@@ -300,7 +300,7 @@ impl Patterns {
     pub(crate) fn new(list: &[String]) -> Result<Patterns, String> {
         let mut p = Patterns::default();
         for raw in list {
-            let s = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+            let s = crate::shard::hash::canonical_pattern(raw);
             match s.strip_prefix("*.") {
                 Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => {
                     p.suffixes.insert(suffix.to_string());

@@ -176,8 +176,7 @@ impl Table {
 }
 
 fn normalise(s: &str) -> String {
-    let s = s.trim().to_ascii_lowercase();
-    s.strip_suffix('.').map(str::to_string).unwrap_or(s)
+    crate::shard::hash::canonical_pattern(s)
 }
 
 fn route_error(entry: &str, reason: &str) -> ConfigError {

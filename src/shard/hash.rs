@@ -20,11 +20,29 @@ pub fn domain_hash(domain: &str) -> u64 {
         // The common case hashes in place: no allocation per recipient.
         return fnv1a(d.bytes().map(|b| b.to_ascii_lowercase()));
     }
+    fnv1a(canonical_domain(d).bytes())
+}
+
+/// The one name of a domain that every part of Sluice uses: lower-case
+/// ASCII, no trailing dot, internationalised labels as punycode A-labels
+/// (`Bücher.Test.` → `xn--bcher-kva.test`). Shard hash, destinations,
+/// queues, routes, limits, pauses and sender pools all match on this form,
+/// so no spelling of a domain escapes what is configured for another.
+/// Borrowed (no allocation) when `domain` is already canonical.
+pub fn canonical_domain(domain: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    if d.is_ascii() {
+        if d.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Cow::Owned(d.to_ascii_lowercase());
+        }
+        return Cow::Borrowed(d);
+    }
     match idna::domain_to_ascii(d) {
-        Ok(ascii) => fnv1a(ascii.bytes()),
-        // Not a valid IDN: hash the lower-cased UTF-8 so the result is still
-        // deterministic; such a domain will fail later at DNS anyway.
-        Err(_) => fnv1a(d.to_lowercase().bytes()),
+        Ok(ascii) => Cow::Owned(ascii),
+        // Not a valid IDN: the lower-cased UTF-8 keeps the result
+        // deterministic; such a domain fails later at DNS anyway.
+        Err(_) => Cow::Owned(d.to_lowercase()),
     }
 }
 
@@ -46,9 +64,42 @@ pub fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or(address, |(_, d)| d)
 }
 
+/// [`canonical_domain`] for a configured name pattern: an exact name or a
+/// `*.suffix` wildcard (the suffix canonicalised), trimmed.
+pub fn canonical_pattern(pattern: &str) -> String {
+    let p = pattern.trim();
+    match p.strip_prefix("*.") {
+        Some(suffix) => format!("*.{}", canonical_domain(suffix)),
+        None => canonical_domain(p).into_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_spelling_of_a_domain_has_one_canonical_name() {
+        for d in [
+            "xn--bcher-kva.test",
+            "bücher.test",
+            "Bücher.TEST.",
+            "XN--BCHER-KVA.test",
+        ] {
+            assert_eq!(canonical_domain(d), "xn--bcher-kva.test", "{d}");
+            assert_eq!(domain_hash(d), domain_hash("xn--bcher-kva.test"), "{d}");
+        }
+        assert!(matches!(
+            canonical_domain("plain.test"),
+            std::borrow::Cow::Borrowed("plain.test")
+        ));
+        assert_eq!(canonical_domain("[127.0.0.1]"), "[127.0.0.1]");
+        assert_eq!(
+            canonical_pattern(" *.Bücher.test. "),
+            "*.xn--bcher-kva.test"
+        );
+        assert_eq!(canonical_pattern("Bücher.test"), "xn--bcher-kva.test");
+    }
 
     #[test]
     fn fnv_matches_the_published_test_vectors() {

@@ -120,7 +120,7 @@ impl SourcePools {
             return None;
         }
         let (_, domain) = reverse_path.rsplit_once('@')?;
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let domain = crate::shard::hash::canonical_domain(domain);
         self.pools
             .iter()
             .find(|(p, _)| p.matches(&domain))
