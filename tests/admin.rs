@@ -496,3 +496,53 @@ fn pausing_a_queue_holds_every_destination_in_it() {
             && r.domains.get("grey.test").is_some_and(|d| d.accepted == 2)
     });
 }
+
+#[test]
+fn a_token_file_others_can_read_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let p = dir.path().join("sluice.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "state_dir = \"{}\"\nroute = \"discard\"\n[smtp]\nlisten = [\"127.0.0.1:0\"]\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = run(Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--config"])
+        .arg(&p));
+    assert!(!ok, "started with a world-readable token: {out}");
+    assert!(
+        out.contains("admin.token") && out.contains("0644") && out.contains("chmod 600"),
+        "{out}"
+    );
+    // The same file made private is accepted.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // (start_in fails the test unless the daemon reports ready.)
+    let d = Daemon::start_in(dir, "route = \"discard\"\n");
+    assert!(d.admin.is_some(), "{}", d.log());
+    d.stop();
+}
+
+#[test]
+fn a_missing_state_dir_is_created_private_before_anything_uses_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("not/yet/there");
+    let d = Daemon::start_in(
+        dir,
+        &format!("state_dir = \"{}\"\nroute = \"discard\"\n", state.display()),
+    );
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o750);
+    // The admin token was made inside it.
+    assert!(state.join("admin.token").exists(), "{}", d.log());
+    assert!(d.log().contains("created state_dir"), "{}", d.log());
+    d.stop();
+}

@@ -192,18 +192,21 @@ fn expand_syscalls(names: &[String], out: &mut std::collections::BTreeSet<String
 fn unit_syscall_filter_allows_what_glommio_needs() {
     let unit = std::fs::read_to_string(repo().join("systemd/sluice.service")).unwrap();
     let mut allowed_names = Vec::new();
+    let mut denied_names = Vec::new();
     for line in unit.lines() {
         if let Some(list) = line.strip_prefix("SystemCallFilter=") {
-            assert!(
-                !list.starts_with('~'),
-                "deny lists need this test extended: {line}"
-            );
-            allowed_names.extend(list.split_whitespace().map(String::from));
+            match list.strip_prefix('~') {
+                Some(deny) => denied_names.extend(deny.split_whitespace().map(String::from)),
+                None => allowed_names.extend(list.split_whitespace().map(String::from)),
+            }
         }
     }
     assert!(!allowed_names.is_empty(), "no SystemCallFilter=");
     let mut allowed = std::collections::BTreeSet::new();
     expand_syscalls(&allowed_names, &mut allowed);
+    let mut denied = std::collections::BTreeSet::new();
+    expand_syscalls(&denied_names, &mut denied);
+    allowed.retain(|s| !denied.contains(s));
     // io_uring itself, buffer registration and locking, pinning, glommio's
     // membarrier (or its mprotect fallback), timers and eventfds.
     for syscall in [
@@ -224,6 +227,37 @@ fn unit_syscall_filter_allows_what_glommio_needs() {
         "getrandom",
     ] {
         assert!(allowed.contains(syscall), "{syscall} is filtered out");
+    }
+}
+
+#[test]
+fn unit_is_hardened_as_far_as_the_daemon_allows() {
+    let (_, out) = common::run(
+        systemd_analyze()
+            .args(["security", "--offline=yes"])
+            .arg(repo().join("systemd/sluice.service")),
+    );
+    let exposure: f64 = out
+        .lines()
+        .find_map(|l| l.split("exposure level for sluice.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{out}"));
+    // 2.0 before UMask, ProtectProc, ProcSubset, PrivateIPC, RemoveIPC,
+    // PrivateMounts, MemoryDenyWriteExecute, DevicePolicy and ~@privileged.
+    assert!(exposure <= 1.5, "exposure {exposure}:\n{out}");
+    for fixed in [
+        "UMask=",
+        "ProtectProc=",
+        "ProcSubset=",
+        "RemoveIPC=",
+        "PrivateMounts=",
+    ] {
+        assert!(
+            !out.lines()
+                .any(|l| l.contains('✗') && l.contains(fixed) && !l.contains("group-readable")),
+            "{fixed} is still reported:\n{out}"
+        );
     }
 }
 

@@ -14,6 +14,7 @@ use std::path::Path;
 pub fn load_or_create(path: &Path) -> Result<String, String> {
     match std::fs::read_to_string(path) {
         Ok(t) => {
+            check_private(path)?;
             let t = t.trim().to_string();
             if t.len() < 16 {
                 return Err(format!(
@@ -29,6 +30,32 @@ pub fn load_or_create(path: &Path) -> Result<String, String> {
             path.display()
         )),
     }
+}
+
+/// A token others can read, or one another user could have written, is
+/// refused: whoever holds it can pause, bounce and delete mail.
+fn check_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)
+        .map_err(|e| format!("{}: cannot check the admin token: {e}", path.display()))?;
+    let mode = m.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{}: the admin token is readable or writable by others (mode {mode:04o}); \
+             run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if m.uid() != me && m.uid() != 0 {
+        return Err(format!(
+            "{}: the admin token belongs to uid {}, not to this process (uid {me}) or root",
+            path.display(),
+            m.uid()
+        ));
+    }
+    Ok(())
 }
 
 fn create(path: &Path) -> Result<String, String> {

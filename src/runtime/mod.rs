@@ -105,6 +105,7 @@ impl Running {
 /// `config_path` is re-read by [`Shared::reload`].
 pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, String> {
     raise_fd_limit();
+    prepare_state_dir(&config.state_dir)?;
     let cpus = config.cores.resolve()?;
     let shared = Arc::new(Shared::new(config, config_path, cpus.len())?);
 
@@ -170,6 +171,29 @@ async fn heartbeat(liveness: Arc<Liveness>, core: usize, every: std::time::Durat
     loop {
         liveness.beat(core);
         glommio::timer::sleep(every).await;
+    }
+}
+
+/// Makes sure `state_dir` is a directory we can use before anything writes
+/// to it: created (mode 0750, like the unit's `StateDirectoryMode`) when
+/// missing, refused with its path when it is something else or cannot be
+/// made. Every part of the daemon (journal, admin token, delivery log,
+/// warm-up counts) then finds it in place, whatever starts first.
+fn prepare_state_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("state_dir {}: not a directory", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(|e| format!("state_dir {}: cannot create it: {e}", dir.display()))?;
+            eprintln!("sluice: created state_dir {} (mode 0750)", dir.display());
+            Ok(())
+        }
+        Err(e) => Err(format!("state_dir {}: {e}", dir.display())),
     }
 }
 
