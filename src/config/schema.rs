@@ -258,6 +258,8 @@ pub struct BackpressureConfig {
     pub max_messages: u64,
     /// Body bytes waiting in one shard. Default 1 GiB.
     pub max_bytes: ByteSize,
+    /// Recipients waiting in one shard. Default 1000000.
+    pub max_recipients: u64,
     /// Batches in flight on each core-to-core channel. Default 256.
     pub channel_capacity: usize,
 }
@@ -267,6 +269,7 @@ impl Default for BackpressureConfig {
         BackpressureConfig {
             max_messages: 100_000,
             max_bytes: ByteSize(1 << 30),
+            max_recipients: 1_000_000,
             channel_capacity: 256,
         }
     }
@@ -368,6 +371,10 @@ pub struct DeliveryConfig {
     /// outside, e.g. a NAT or load-balancer front; delivery to them is a
     /// mail loop, like delivery to a listener. Default none.
     pub own_addresses: Vec<crate::delivery::loop_guard::OwnAddress>,
+    /// Forget a destination's state (counters, learned rate) after this
+    /// long with nothing queued, running, paused or rate-limited.
+    /// Default 10 minutes.
+    pub destination_expiry: Seconds,
 }
 
 impl Default for DeliveryConfig {
@@ -400,6 +407,7 @@ impl Default for DeliveryConfig {
             rules_file: None,
             default_rules: true,
             own_addresses: Vec::new(),
+            destination_expiry: Seconds(Duration::from_secs(600)),
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct EngineSettings {
     pub tls_verify: bool,
     /// Where delivery would reach our own listeners (mail loops).
     pub own_addresses: super::loop_guard::OwnAddresses,
+    /// A destination with nothing queued, running or remembered is
+    /// forgotten after this long without activity.
+    pub destination_expiry: Cell<Duration>,
 }
 
 /// Per-shard delivery counters.
@@ -95,6 +98,10 @@ pub struct Dest {
     pub(super) shaper: RefCell<super::shaping::Shaper>,
     /// The sender pool its mail leaves from (`None`: the queue's sources).
     pub(super) pool: RefCell<Option<Rc<SourcePool>>>,
+    /// Work arrived or an outcome came in since the last expiry sweep.
+    seen: Cell<bool>,
+    /// Consecutive expiry sweeps that found it idle.
+    idle_sweeps: Cell<u32>,
 }
 
 impl Dest {
@@ -376,6 +383,9 @@ impl Engine {
         self.settings
             .connect_timeout
             .set(c.delivery.connect_timeout.0);
+        self.settings
+            .destination_expiry
+            .set(c.delivery.destination_expiry.0);
         *self.queues.borrow_mut() = queues.clone();
         let dests: Vec<Rc<Dest>> = self.dests.borrow().values().cloned().collect();
         for d in dests {
@@ -416,6 +426,7 @@ impl Engine {
             let mut b = self.backlog.borrow_mut();
             b.queued_messages += 1;
             b.queued_bytes += msg.body.len() as u64;
+            b.queued_recipients += u64::from(msg.pending.get());
             self.load.publish(&b);
         }
         let queues = self.queues();
@@ -483,6 +494,7 @@ impl Engine {
                 let mut b = self.backlog.borrow_mut();
                 b.queued_messages += 1;
                 b.queued_bytes += msg.body.len() as u64;
+                b.queued_recipients += u64::from(msg.pending.get());
                 self.load.publish(&b);
             }
             let now_unix = unix_now();
@@ -614,6 +626,8 @@ impl Engine {
             ctl: Default::default(),
             shaper: Default::default(),
             pool: RefCell::new(pool.cloned()),
+            seen: Cell::new(true),
+            idle_sweeps: Cell::new(0),
         });
         d.ctl.paused.set(paused);
         {
@@ -647,6 +661,8 @@ impl Engine {
             ctl: Default::default(),
             shaper: Default::default(),
             pool: RefCell::new(None),
+            seen: Cell::new(true),
+            idle_sweeps: Cell::new(0),
         });
         self.dests.borrow_mut().insert(name, d.clone());
         d
@@ -670,6 +686,7 @@ impl Engine {
     /// connection, or start another one while under the limits and the
     /// backlog is deeper than the active connections take in one turn.
     pub(super) fn kick(self: &Rc<Self>, dest: &Rc<Dest>) -> Kick {
+        dest.seen.set(true);
         let queued = dest.waiting.borrow().len();
         if queued == 0 || dest.is_paused() {
             return Kick::Done;
@@ -816,6 +833,7 @@ impl Engine {
         outcome: &Outcome,
         via: &ConnInfo,
     ) {
+        dest.seen.set(true);
         // The controller learns from it; a response rule may change it.
         let shaped = self.shape_outcome(dest, outcome, via);
         let outcome = &shaped.outcome;
@@ -963,8 +981,11 @@ impl Engine {
     pub(super) fn finish(&self, rcpt: &Rcpt) {
         let left = rcpt.msg.pending.get().saturating_sub(1);
         rcpt.msg.pending.set(left);
+        let mut b = self.backlog.borrow_mut();
+        b.queued_recipients = b.queued_recipients.saturating_sub(1);
+        // Published when the message is done: between, the shard looks a
+        // little fuller than it is, never emptier.
         if left == 0 {
-            let mut b = self.backlog.borrow_mut();
             b.queued_messages = b.queued_messages.saturating_sub(1);
             b.queued_bytes = b.queued_bytes.saturating_sub(rcpt.msg.body.len() as u64);
             self.load.publish(&b);
@@ -1100,6 +1121,65 @@ impl Engine {
         }
         self.count(|c| c.dsns += (out.len() - fresh) as u64);
         out
+    }
+
+    /// Forgets destinations idle for `destination_expiry`, forever: one
+    /// sweep every quarter of it. Per-destination state is otherwise kept
+    /// for every domain ever mailed (a million domains, a million entries,
+    /// walked by every reload and status call).
+    pub async fn expiry_loop(self: Rc<Self>) {
+        loop {
+            let every =
+                (self.settings.destination_expiry.get() / 4).max(Duration::from_millis(250));
+            glommio::timer::sleep(every).await;
+            self.expire_idle(Instant::now());
+        }
+    }
+
+    /// One expiry sweep at `now`; returns how many destinations went.
+    ///
+    /// A destination goes when nothing else holds it (no connection, retry,
+    /// starved wait: only the map's `Rc` left), nothing waits in it, it is
+    /// not paused, its shaping state holds nothing a new one would lack
+    /// ([`Shaper::holds_state`](super::shaping::Shaper::holds_state)), and
+    /// enough consecutive sweeps saw no activity. Its warm-up count for
+    /// today is kept aside and given back if the domain comes again.
+    pub fn expire_idle(&self, now: Instant) -> usize {
+        let sweeps_needed = 4;
+        let today = super::shaping::warmup::Warmup::day_of(unix_now());
+        let mut gone: Vec<Rc<str>> = Vec::new();
+        for (key, d) in self.dests.borrow().iter() {
+            let idle = Rc::strong_count(d) == 1
+                && d.waiting.borrow().is_empty()
+                && d.active.get() == 0
+                && d.idle.get() == 0
+                && !d.ctl.paused.get()
+                && !d.shaper.borrow_mut().holds_state(now);
+            if !idle || d.seen.replace(false) {
+                d.idle_sweeps.set(0);
+                continue;
+            }
+            let n = d.idle_sweeps.get().saturating_add(1);
+            d.idle_sweeps.set(n);
+            if n >= sweeps_needed {
+                gone.push(key.clone());
+            }
+        }
+        let mut dests = self.dests.borrow_mut();
+        let mut kept = self.warmup_restored.borrow_mut();
+        for key in &gone {
+            let Some(d) = dests.remove(key) else { continue };
+            let count = d.shaper.borrow().warmup_count();
+            if let Some((day, sent)) = count {
+                if day == today {
+                    if kept.0 != today {
+                        *kept = (today, HashMap::new());
+                    }
+                    kept.1.insert(key.to_string(), sent);
+                }
+            }
+        }
+        gone.len()
     }
 
     /// Serves the retry heap forever: sleeps until the earliest due time

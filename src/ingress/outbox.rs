@@ -10,14 +10,15 @@
 use crate::runtime::Core;
 use crate::shard::ack::Ack;
 use crate::shard::hash::{domain_of, shard_of};
+use crate::shard::Pending;
 use crate::shard::{Batch, Envelope};
 use std::sync::Arc;
 
 /// Per-shard batches under construction.
 pub struct Outbox {
     batches: Vec<Batch>,
-    /// Per shard: envelopes and body bytes in `batches`, for admission.
-    pending: Vec<(u64, u64)>,
+    /// Per shard: what `batches` holds, for admission.
+    pending: Vec<Pending>,
 }
 
 impl Outbox {
@@ -25,7 +26,7 @@ impl Outbox {
     pub fn new(shards: usize) -> Self {
         Outbox {
             batches: (0..shards).map(|_| Vec::new()).collect(),
-            pending: vec![(0, 0); shards],
+            pending: vec![Pending::default(); shards],
         }
     }
 
@@ -46,7 +47,7 @@ impl Outbox {
         let first = recipients.first().map(|r| shard_of(domain_of(r), n));
         let single = first.filter(|&s| recipients.iter().all(|r| shard_of(domain_of(r), n) == s));
         if let Some(s) = single {
-            self.count(s, body.len());
+            self.count(s, body.len(), recipients.len());
             if let Some(b) = self.batches.get_mut(s) {
                 b.push(Envelope {
                     id,
@@ -71,7 +72,7 @@ impl Outbox {
             if rcpts.is_empty() {
                 continue;
             }
-            self.count(s, body.len());
+            self.count(s, body.len(), rcpts.len());
             if let Some(b) = self.batches.get_mut(s) {
                 b.push(Envelope {
                     id,
@@ -86,16 +87,17 @@ impl Outbox {
         }
     }
 
-    fn count(&mut self, shard: usize, bytes: usize) {
+    fn count(&mut self, shard: usize, bytes: usize, recipients: usize) {
         if let Some(p) = self.pending.get_mut(shard) {
-            p.0 += 1;
-            p.1 += bytes as u64;
+            p.messages += 1;
+            p.bytes += bytes as u64;
+            p.recipients += recipients as u64;
         }
     }
 
-    /// Per shard, the envelopes and body bytes not yet handed over: what
-    /// the shard's published load does not count yet.
-    pub fn pending(&self) -> &[(u64, u64)] {
+    /// Per shard, the envelopes, body bytes and recipients not yet handed
+    /// over: what the shard's published load does not count yet.
+    pub fn pending(&self) -> &[Pending] {
         &self.pending
     }
 
@@ -127,7 +129,7 @@ impl Outbox {
             }
             let batch = std::mem::take(batch);
             if let Some(p) = self.pending.get_mut(s) {
-                *p = (0, 0);
+                *p = Pending::default();
             }
             core.deliver(s, batch).await?;
         }

@@ -48,11 +48,16 @@ impl Core {
     /// Whether new transactions may start: every shard under its bounds,
     /// counting `pending[shard]` (messages, bytes), what the asking session
     /// accepted in this pass over its input and has not handed over yet.
-    pub fn admission(&self, pending: &[(u64, u64)]) -> Admission {
+    pub fn admission(&self, pending: &[crate::shard::Pending]) -> Admission {
         let bp = &self.shared.config.backpressure;
+        let bounds = crate::shard::Bounds {
+            messages: bp.max_messages,
+            bytes: bp.max_bytes.0,
+            recipients: bp.max_recipients,
+        };
         let over = self.shared.loads.iter().enumerate().any(|(s, l)| {
             let p = pending.get(s).copied().unwrap_or_default();
-            l.over(p, bp.max_messages, bp.max_bytes.0)
+            l.over(p, &bounds)
         });
         if over {
             Admission::Busy
@@ -194,6 +199,7 @@ pub async fn run(
     }
     if let Some(engine) = &engine {
         glommio::spawn_local(engine.clone().retry_loop()).detach();
+        glommio::spawn_local(engine.clone().expiry_loop()).detach();
         glommio::spawn_local(engine.log().clone().flusher(
             Duration::from_millis(200),
             core.shared.config.delivery.log_max_bytes.0,
@@ -310,6 +316,7 @@ fn build_engine(
         hostname: c.hostname.clone(),
         max_connections: std::cell::Cell::new(c.delivery.max_connections),
         connect_timeout: std::cell::Cell::new(c.delivery.connect_timeout.0),
+        destination_expiry: std::cell::Cell::new(c.delivery.destination_expiry.0),
         tls_verify: c.delivery.tls_verify,
         own_addresses: crate::delivery::loop_guard::OwnAddresses::new(
             listeners,

@@ -14,6 +14,9 @@ pub struct Backlog {
     pub queued_messages: u64,
     /// Body bytes waiting in the shard (a shared body counts on each shard).
     pub queued_bytes: u64,
+    /// Recipients not final yet in the shard: one message may carry a
+    /// thousand, so messages and bytes alone do not bound its memory.
+    pub queued_recipients: u64,
     /// Envelopes taken in since start.
     pub accepted_messages: u64,
     /// Recipients taken in since start.
@@ -25,6 +28,7 @@ pub struct Backlog {
 pub struct ShardLoad {
     queued_messages: AtomicU64,
     queued_bytes: AtomicU64,
+    queued_recipients: AtomicU64,
     accepted_messages: AtomicU64,
     accepted_recipients: AtomicU64,
 }
@@ -34,6 +38,7 @@ impl ShardLoad {
     pub fn publish(&self, b: &Backlog) {
         self.queued_messages.store(b.queued_messages, Relaxed);
         self.queued_bytes.store(b.queued_bytes, Relaxed);
+        self.queued_recipients.store(b.queued_recipients, Relaxed);
         self.accepted_messages.store(b.accepted_messages, Relaxed);
         self.accepted_recipients
             .store(b.accepted_recipients, Relaxed);
@@ -44,15 +49,50 @@ impl ShardLoad {
         Backlog {
             queued_messages: self.queued_messages.load(Relaxed),
             queued_bytes: self.queued_bytes.load(Relaxed),
+            queued_recipients: self.queued_recipients.load(Relaxed),
             accepted_messages: self.accepted_messages.load(Relaxed),
             accepted_recipients: self.accepted_recipients.load(Relaxed),
         }
     }
 
-    /// Whether this shard is past either bound once `pending` (messages,
-    /// bytes a session accepted and has not handed over yet) reaches it.
-    pub fn over(&self, pending: (u64, u64), max_messages: u64, max_bytes: u64) -> bool {
-        self.queued_messages.load(Relaxed).saturating_add(pending.0) >= max_messages
-            || self.queued_bytes.load(Relaxed).saturating_add(pending.1) >= max_bytes
+    /// Whether this shard is past any bound once `pending` (what a session
+    /// accepted and has not handed over yet) reaches it.
+    pub fn over(&self, pending: Pending, bounds: &Bounds) -> bool {
+        self.queued_messages
+            .load(Relaxed)
+            .saturating_add(pending.messages)
+            >= bounds.messages
+            || self
+                .queued_bytes
+                .load(Relaxed)
+                .saturating_add(pending.bytes)
+                >= bounds.bytes
+            || self
+                .queued_recipients
+                .load(Relaxed)
+                .saturating_add(pending.recipients)
+                >= bounds.recipients
     }
+}
+
+/// What a session accepted for one shard and has not handed over yet.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// Envelopes.
+    pub messages: u64,
+    /// Body bytes.
+    pub bytes: u64,
+    /// Recipients.
+    pub recipients: u64,
+}
+
+/// The backlog bounds of one shard (`[backpressure]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Messages.
+    pub messages: u64,
+    /// Body bytes.
+    pub bytes: u64,
+    /// Recipients.
+    pub recipients: u64,
 }

@@ -12,7 +12,7 @@ pub mod ack;
 pub mod hash;
 mod load;
 
-pub use load::{Backlog, ShardLoad};
+pub use load::{Backlog, Bounds, Pending, ShardLoad};
 
 use crate::config::Route;
 use crate::delivery::Engine;
@@ -94,6 +94,7 @@ impl Shard {
                 if self.route == Route::Hold {
                     b.queued_messages += 1;
                     b.queued_bytes += env.body.len() as u64;
+                    b.queued_recipients += env.recipients.len() as u64;
                 }
             }
             match (self.route, &self.engine) {

@@ -68,6 +68,13 @@ impl Bucket {
     pub fn take(&mut self) {
         self.tokens -= 1.0;
     }
+
+    /// Whether the bucket is back to its full burst at `now`: forgetting it
+    /// then loses nothing, since a new bucket starts full.
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
 }
 
 /// Messages per second, minute, hour and day: the static limits of a
@@ -171,6 +178,11 @@ impl Buckets {
     /// Whether there is no bucket.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Whether every bucket is full at `now`.
+    pub fn all_full(&mut self, now: Instant) -> bool {
+        self.0.iter_mut().all(|b| b.is_full(now))
     }
 }
 

@@ -374,6 +374,19 @@ impl Shaper {
         }
     }
 
+    /// Whether forgetting this state at `now` would change what is sent:
+    /// a suspension or an avoided MX still running, or a static rate limit
+    /// not yet refilled (a new shaper would start with a full burst). The
+    /// learned rate of an idle destination is let go, as a new connection
+    /// after a long pause would find the receiver in a new state anyway.
+    /// Warm-up counts are handed back to the engine before the state goes.
+    pub fn holds_state(&mut self, now: Instant) -> bool {
+        self.ctl.suspended_until().is_some_and(|t| now < t)
+            || self.avoided_mx(now).is_some()
+            || !self.buckets.all_full(now)
+            || self.wake_armed
+    }
+
     /// Avoid the MX host `name` for `d` (a `next-mx` rule).
     pub fn avoid_mx(&mut self, name: &str, until: Instant) {
         self.avoid_mx = Some((name.to_string(), until));
