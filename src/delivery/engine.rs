@@ -899,7 +899,7 @@ impl Engine {
     /// Journals a recipient's outcome (when there is a journal). Nobody
     /// waits for it, but it is written at once: a delivered recipient
     /// whose record is lost in a crash would be delivered again.
-    fn record(&self, rcpt: &Rcpt, outcome: Recorded) {
+    pub(super) fn record(&self, rcpt: &Rcpt, outcome: Recorded) {
         let Some(j) = &self.journal else { return };
         match j.append_outcome(rcpt.msg.id, rcpt.index, outcome) {
             Ok(_) => j.request_flush(),

@@ -155,6 +155,8 @@ pub enum Outcome {
     Expired,
     /// Handed to another shard's journal, which now owns it (final here).
     Moved,
+    /// Deleted by the operator (final, no DSN).
+    Deleted,
     /// Temporarily refused; try again later.
     Deferred {
         /// Attempts made so far.
@@ -172,6 +174,7 @@ impl Outcome {
             Outcome::Bounced => RcptState::Bounced,
             Outcome::Expired => RcptState::Expired,
             Outcome::Moved => RcptState::Moved,
+            Outcome::Deleted => RcptState::Deleted,
             Outcome::Deferred {
                 attempts,
                 next_attempt_unix,
@@ -201,6 +204,8 @@ pub enum RcptState {
     Expired,
     /// Moved to another shard.
     Moved,
+    /// Deleted by the operator.
+    Deleted,
     /// Final, but the record saying how was already retired (a compaction
     /// copy left it out).
     Final,

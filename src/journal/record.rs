@@ -7,7 +7,7 @@
 //! 2 delivered  id | index          3 bounced   id | index
 //! 4 expired    id | index          7 moved     id | index
 //! 5 deferred   id | index | attempts | next_attempt_unix
-//! 6 checkpoint opaque bytes
+//! 6 checkpoint opaque bytes  8 deleted   id | index
 //! ```
 //!
 //! A message record is written when a message is accepted (every recipient
@@ -25,6 +25,9 @@ pub(crate) const T_EXPIRED: u8 = 4;
 pub(crate) const T_DEFERRED: u8 = 5;
 pub(crate) const T_CHECKPOINT: u8 = 6;
 pub(crate) const T_MOVED: u8 = 7;
+/// An operator's delete. A version that does not know it skips it as an
+/// unknown record (and delivers the recipient): never a loss.
+pub(crate) const T_DELETED: u8 = 8;
 
 pub(crate) const F_EIGHT_BIT: u8 = 1;
 pub(crate) const F_SMTPUTF8: u8 = 2;
@@ -69,6 +72,7 @@ pub(crate) fn outcome_type(o: &Outcome) -> u8 {
         Outcome::Bounced => T_BOUNCED,
         Outcome::Expired => T_EXPIRED,
         Outcome::Moved => T_MOVED,
+        Outcome::Deleted => T_DELETED,
         Outcome::Deferred { .. } => T_DEFERRED,
     }
 }
@@ -117,7 +121,9 @@ pub(crate) fn decode(ty: u8, p: &[u8]) -> Option<Result<Record<'_>, &'static str
     let mut r = Reader { d: p, at: 0 };
     let rec = match ty {
         T_MESSAGE => decode_message(&mut r).map(Record::Message),
-        T_DELIVERED | T_BOUNCED | T_EXPIRED | T_MOVED | T_DEFERRED => decode_outcome(ty, &mut r),
+        T_DELIVERED | T_BOUNCED | T_EXPIRED | T_MOVED | T_DELETED | T_DEFERRED => {
+            decode_outcome(ty, &mut r)
+        }
         T_CHECKPOINT => Ok(Record::Checkpoint(p)),
         _ => return None,
     };
@@ -132,6 +138,7 @@ fn decode_outcome<'a>(ty: u8, r: &mut Reader<'a>) -> Result<Record<'a>, &'static
         T_BOUNCED => Outcome::Bounced,
         T_EXPIRED => Outcome::Expired,
         T_MOVED => Outcome::Moved,
+        T_DELETED => Outcome::Deleted,
         _ => Outcome::Deferred {
             attempts: r.u32()?,
             next_attempt_unix: r.varint()?,
