@@ -236,6 +236,10 @@ pub struct Engine {
     warmup_restored: RefCell<(i64, HashMap<String, u64>)>,
 }
 
+/// The furthest a recovered recipient's next attempt is put off (30 days):
+/// a later recorded time is brought forward to this.
+const MAX_RETRY_HORIZON_SECS: u64 = 30 * 86_400;
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -496,7 +500,10 @@ impl Engine {
                     index,
                 };
                 if next > now_unix {
-                    self.schedule(dest, rcpt, now + Duration::from_secs(next - now_unix));
+                    // Checked: a recorded time is data from disk. No retry
+                    // is put further off than the horizon.
+                    let wait = Duration::from_secs((next - now_unix).min(MAX_RETRY_HORIZON_SECS));
+                    self.schedule(dest, rcpt, now.checked_add(wait).unwrap_or(now));
                 } else {
                     dest.waiting.borrow_mut().push(rcpt);
                     if !touched.iter().any(|d| Rc::ptr_eq(d, &dest)) {

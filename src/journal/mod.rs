@@ -91,6 +91,135 @@ mod tests;
 pub use error::JournalError;
 pub use io::retire_dir;
 pub use recover::recover_dir;
+
+/// What the fuzz target and the integration tests need to build segments
+/// and frames exactly as the journal writes them (and as version 1 wrote
+/// them), and to replay segments held in memory. Not an API.
+#[doc(hidden)]
+pub mod testing {
+    use super::frame::{self, FRAME_MAGIC};
+    use super::record::{self, T_MESSAGE};
+    pub use super::recover::replay_bytes;
+    use super::Outcome;
+
+    /// A segment key.
+    pub type Key = [u8; 16];
+
+    /// A version 2 segment header.
+    pub fn segment_header(seq: u64, key: &Key) -> Vec<u8> {
+        frame::segment_header(seq, key).to_vec()
+    }
+
+    /// The number and key in a segment header (`None` if it is not a
+    /// valid version 2 header).
+    pub fn segment_key(header: &[u8]) -> Option<(u64, Key)> {
+        let s = frame::parse_segment_header(header).ok()?;
+        Some((s.seq, s.key?))
+    }
+
+    /// A version 1 segment header, as earlier versions wrote it.
+    pub fn segment_header_v1(seq: u64) -> Vec<u8> {
+        let mut h = vec![0u8; frame::SEGMENT_HEADER_V1];
+        h[..8].copy_from_slice(b"SLUICEJ\x01");
+        h[8..12].copy_from_slice(&1u32.to_le_bytes());
+        h[16..24].copy_from_slice(&seq.to_le_bytes());
+        let crc = crc32c::crc32c(&h[..24]);
+        h[24..28].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    fn message_payload(id: u64, rcpts: &[&str], body: &[u8], with_total: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        let n = rcpts.len();
+        let list = rcpts.iter().enumerate().map(|(i, a)| (i as u32, *a, 0, 0));
+        if with_total {
+            record::put_message(&mut b, (id, 1, 0, "forger@x.test"), n as u32, n, list, body);
+        } else {
+            record::put_varint(&mut b, id);
+            record::put_varint(&mut b, 1);
+            b.push(0);
+            record::put_bytes(&mut b, b"forger@x.test");
+            record::put_varint(&mut b, n as u64);
+            for (i, a, _, _) in list {
+                record::put_varint(&mut b, u64::from(i));
+                record::put_bytes(&mut b, a.as_bytes());
+                record::put_varint(&mut b, 0);
+                record::put_varint(&mut b, 0);
+            }
+            b.extend_from_slice(body);
+        }
+        b
+    }
+
+    fn outcome_payload(id: u64, index: u32, o: &Outcome) -> (u8, Vec<u8>) {
+        let mut b = Vec::new();
+        record::put_outcome(&mut b, id, index, o);
+        (record::outcome_type(o), b)
+    }
+
+    fn sealed(ty: u8, payload: &[u8], seq: u64, off: u64, key: &Key) -> Vec<u8> {
+        let mut b = Vec::new();
+        // Test input is far below the frame limit.
+        let _ = frame::encode(&mut b, ty, |x| x.extend_from_slice(payload));
+        frame::seal(&mut b, seq, off, key);
+        b
+    }
+
+    fn v1(ty: u8, payload: &[u8]) -> Vec<u8> {
+        let mut b = FRAME_MAGIC.to_vec();
+        let len = (payload.len() as u32).to_le_bytes();
+        b.extend_from_slice(&len);
+        let crc =
+            crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(&len), &[ty]), payload);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.push(ty);
+        b.extend_from_slice(payload);
+        b
+    }
+
+    /// A message record frame as the journal writes it at offset `off` of
+    /// segment `seq` whose key is `key`.
+    pub fn message_frame(
+        key: &Key,
+        seq: u64,
+        off: u64,
+        id: u64,
+        rcpts: &[&str],
+        body: &[u8],
+    ) -> Vec<u8> {
+        sealed(
+            T_MESSAGE,
+            &message_payload(id, rcpts, body, true),
+            seq,
+            off,
+            key,
+        )
+    }
+
+    /// An outcome record frame as the journal writes it at offset `off`.
+    pub fn outcome_frame(
+        key: &Key,
+        seq: u64,
+        off: u64,
+        id: u64,
+        index: u32,
+        o: Outcome,
+    ) -> Vec<u8> {
+        let (ty, p) = outcome_payload(id, index, &o);
+        sealed(ty, &p, seq, off, key)
+    }
+
+    /// A message record frame as version 1 wrote it (valid anywhere).
+    pub fn message_frame_v1(id: u64, rcpts: &[&str], body: &[u8]) -> Vec<u8> {
+        v1(T_MESSAGE, &message_payload(id, rcpts, body, false))
+    }
+
+    /// An outcome record frame as version 1 wrote it.
+    pub fn outcome_frame_v1(id: u64, index: u32, o: Outcome) -> Vec<u8> {
+        let (ty, p) = outcome_payload(id, index, &o);
+        v1(ty, &p)
+    }
+}
 pub use writer::{Journal, JournalStats};
 
 use bytes::Bytes;
