@@ -821,7 +821,8 @@ impl Engine {
         // The controller learns from it; a response rule may change it.
         let shaped = self.shape_outcome(dest, outcome, via);
         let outcome = &shaped.outcome;
-        rcpt.attempts += 1;
+        // Saturating: a recovered count is data from disk.
+        rcpt.attempts = rcpt.attempts.saturating_add(1);
         if rcpt.attempts == 1 {
             if let Some(ack) = &rcpt.msg.ack {
                 let (kind, reply) = match outcome {
