@@ -580,7 +580,15 @@ fn frames_planted_in_a_body_are_never_replayed_after_a_torn_write() {
     }
     assert!(forged.len() < slot.len());
     bytes[at..at + forged.len()].copy_from_slice(&forged);
-    // kill -9 mid-write: the record was torn right after the forgeries.
+    // kill -9 mid-write: the record was torn right after the forgeries,
+    // and its header is damaged too (so reading must resynchronise from
+    // before the body, not merely cut at a short frame).
+    let rp = bytes
+        .windows(20)
+        .position(|w| w == b"attacker@sender.test")
+        .unwrap();
+    assert!(rp < at);
+    bytes[rp] ^= 0x20;
     bytes.truncate(at + forged.len() + 3);
     std::fs::write(&last, &bytes).unwrap();
 
@@ -592,7 +600,10 @@ fn frames_planted_in_a_body_are_never_replayed_after_a_torn_write() {
         .unwrap()
         .to_string();
     // Only the victim: the torn record is cut, nothing in it is replayed.
-    assert!(line.contains("recovered messages=1 pending=1 "), "{line}");
+    assert!(
+        line.contains("recovered messages=1 pending=1 already_final=0 "),
+        "{line}"
+    );
     assert!(line.contains("torn_tail="), "{line}");
     lab.wait_sink("the victim", |r| {
         r.domains.get("d1.test").is_some_and(|d| d.accepted >= 1)
