@@ -45,7 +45,14 @@ fuzz_target!(|data: &[u8]| {
         let f = match i % 3 {
             0 => message_frame(&key, 7, wrong, FORGED, &["x@y.test"], b"forged"),
             1 => outcome_frame(&key, 7, wrong, FORGED, 0, Outcome::Delivered),
-            _ => message_frame(&[0xA5; 16], 7, at as u64, FORGED, &["x@y.test"], b"guessed key"),
+            _ => message_frame(
+                &[0xA5; 16],
+                7,
+                at as u64,
+                FORGED,
+                &["x@y.test"],
+                b"guessed key",
+            ),
         };
         let end = (at + f.len()).min(seg.len());
         if at < end {
