@@ -430,3 +430,264 @@ fn a_dsn_is_not_lost_when_the_daemon_dies_right_after_the_bounce() {
     assert!(r.permfailed >= 1, "{r:#?}");
     assert_eq!(r.domains["sender.test"].accepted, 1, "{r:#?}");
 }
+
+/// Recipients the sink accepted for `domain`.
+fn accepted_for(lab: &Lab, domain: &str) -> u64 {
+    lab.sink
+        .snapshot()
+        .domains
+        .get(domain)
+        .map_or(0, |d| d.accepted)
+}
+
+#[test]
+fn deleted_mail_stays_deleted_across_kill_9_and_a_clean_restart() {
+    let cfg = "cores = [0]\nack = \"journal\"\n[delivery]\ntls = \"none\"\n";
+    let mut lab = Lab::start("", "[default]\n", cfg);
+    let base = lab.config().to_string();
+    let (ok, v) = lab.ctl(&["pause", "d2.test"]);
+    assert!(ok, "{v}");
+    send(lab.sluice(), "s@sender.test", &["gone@d2.test"], 1);
+    // The 250 may come before the engine queues it: delete until it has.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ok, v) = lab.ctl(&["delete", "--domain", "d2.test"]);
+        assert!(ok, "{v}");
+        match v["count"].as_u64() {
+            Some(1) => break,
+            Some(0) => {}
+            _ => panic!("unexpected answer {v}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "never queued: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    lab.wait_log(&["\"event\":\"deleted\"", "gone@d2.test"], 1);
+    for (round, clean) in [(1, false), (2, true)] {
+        let dir = {
+            let d = lab.sluice.take().unwrap();
+            if clean {
+                d.signal(nix::sys::signal::Signal::SIGTERM);
+                d.wait_log("sluice: stopped", 1);
+            }
+            d.kill()
+        };
+        lab.sluice = Some(Daemon::start_in(dir, &base));
+        let log = lab.sluice().wait_log("recovered messages=", 1);
+        let line = log
+            .lines()
+            .rfind(|l| l.contains("recovered messages="))
+            .unwrap()
+            .to_string();
+        assert!(line.contains(" pending=0 "), "round {round}: {line}");
+        let (ok, v) = lab.ctl(&["resume", "d2.test"]);
+        assert!(ok, "{v}");
+        // Proof the restarted daemon works its queue: a message to another
+        // destination sent after the restart arrives; then one to d2.test.
+        send(
+            lab.sluice(),
+            "s@sender.test",
+            &[&format!("probe{round}@d1.test")],
+            1,
+        );
+        lab.wait_sink("the probe", |r| {
+            r.domains
+                .get("d1.test")
+                .is_some_and(|d| d.accepted == round)
+        });
+        send(
+            lab.sluice(),
+            "s@sender.test",
+            &[&format!("after{round}@d2.test")],
+            1,
+        );
+        lab.wait_sink("the message after", |r| {
+            r.domains
+                .get("d2.test")
+                .is_some_and(|d| d.accepted >= round)
+        });
+        assert_eq!(accepted_for(&lab, "d2.test"), round, "round {round}");
+        assert!(lab
+            .log_lines(&["\"event\":\"delivered\"", "gone@d2.test"])
+            .is_empty());
+    }
+}
+
+#[test]
+fn frames_planted_in_a_body_are_never_replayed_after_a_torn_write() {
+    use sluice::journal::testing::*;
+    use sluice::journal::Outcome;
+    let cfg = format!("cores = [0]\n{}", config());
+    let mut lab = Lab::start("", "[default]\n", &cfg);
+    send(lab.sluice(), "victim@sender.test", &["victim@d1.test"], 1);
+    lab.wait_log(&["\"event\":\"deferred\"", "victim@d1.test"], 1);
+    // The attacker's message, with room in its body for forged frames.
+    let slot = "Z".repeat(900);
+    let mut c = Client::connect(lab.sluice().addr);
+    expect(&c.reply(), "220");
+    expect(&c.cmd("EHLO client.test"), "250");
+    expect(&c.cmd("MAIL FROM:<attacker@sender.test>"), "250");
+    expect(&c.cmd("RCPT TO:<attacker@d1.test>"), "250");
+    expect(&c.cmd("DATA"), "354");
+    expect(
+        &c.cmd(&format!("Subject: x\r\n\r\n{slot}\r\n.")),
+        "250 2.0.0",
+    );
+    expect(&c.cmd("QUIT"), "221");
+    let open = open_route(&lab);
+    let dir = lab.sluice.take().unwrap().kill();
+    let jdir = dir.path().join("journal/shard-0");
+    let victim = sluice::journal::recover_dir(&jdir)
+        .unwrap()
+        .messages
+        .into_iter()
+        .find(|m| m.reverse_path == "victim@sender.test")
+        .unwrap()
+        .id;
+    let last = segments(&jdir).pop().unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    let at = bytes
+        .windows(slot.len())
+        .position(|w| w == slot.as_bytes())
+        .expect("the attacker's body is in the last segment");
+    // What the body carries (as the attacker could send it): records built
+    // by the journal's own encoder that would inject a message to d2.test,
+    // finish the victim, or put a retry past the end of time. In the
+    // version 1 encoding (valid anywhere), sealed with the segment's real
+    // key for another offset, and for this offset under a guessed key.
+    let injected = 0x0123_4567_89ab_u64;
+    let inject_body = b"Subject: injected\r\n\r\ninjected\r\n";
+    let forever = Outcome::Deferred {
+        attempts: 1,
+        next_attempt_unix: u64::MAX,
+    };
+    let mut forged = Vec::new();
+    forged.extend(message_frame_v1(injected, &["inject@d2.test"], inject_body));
+    forged.extend(outcome_frame_v1(victim, 0, Outcome::Delivered));
+    forged.extend(outcome_frame_v1(injected, 0, forever));
+    let (seq, key) = segment_key(&bytes).unwrap_or((0, [0; 16]));
+    for (k, skew) in [(key, 7u64), ([0; 16], 0)] {
+        let here = (at + forged.len()) as u64 + skew;
+        forged.extend(message_frame(
+            &k,
+            seq,
+            here,
+            injected,
+            &["inject@d2.test"],
+            inject_body,
+        ));
+        let here = (at + forged.len()) as u64 + skew;
+        forged.extend(outcome_frame(&k, seq, here, victim, 0, Outcome::Delivered));
+    }
+    assert!(forged.len() < slot.len());
+    bytes[at..at + forged.len()].copy_from_slice(&forged);
+    // kill -9 mid-write: the record was torn right after the forgeries,
+    // and its header is damaged too (so reading must resynchronise from
+    // before the body, not merely cut at a short frame).
+    let rp = bytes
+        .windows(20)
+        .position(|w| w == b"attacker@sender.test")
+        .unwrap();
+    assert!(rp < at);
+    bytes[rp] ^= 0x20;
+    bytes.truncate(at + forged.len() + 3);
+    std::fs::write(&last, &bytes).unwrap();
+
+    lab.sluice = Some(Daemon::start_in(dir, &open));
+    let log = lab.sluice().wait_log("recovered messages=", 1);
+    let line = log
+        .lines()
+        .find(|l| l.contains("recovered messages="))
+        .unwrap()
+        .to_string();
+    // Only the victim: the torn record is cut, nothing in it is replayed.
+    assert!(
+        line.contains("recovered messages=1 pending=1 already_final=0 "),
+        "{line}"
+    );
+    assert!(line.contains("torn_tail="), "{line}");
+    lab.wait_sink("the victim", |r| {
+        r.domains.get("d1.test").is_some_and(|d| d.accepted >= 1)
+    });
+    // The daemon is up and working its queue: a probe to d2.test arrives,
+    // and it is the only mail d2.test ever gets.
+    send(lab.sluice(), "s@sender.test", &["probe@d2.test"], 1);
+    lab.wait_sink("the probe", |r| {
+        r.domains.get("d2.test").is_some_and(|d| d.accepted >= 1)
+    });
+    let r = lab.sink.snapshot();
+    assert_eq!(accepted_for(&lab, "d2.test"), 1, "{r:#?}");
+    assert_eq!(accepted_for(&lab, "d1.test"), 1, "{r:#?}");
+    assert!(lab.log_lines(&["inject@d2.test"]).is_empty());
+}
+
+/// Fills the file system of `path` until a write fails.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    while f.write_all(&[0u8; 4096]).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[test]
+fn outcomes_a_full_disk_dropped_are_written_again_and_nothing_is_delivered_twice() {
+    let Some(fs) = Tmpfs::mount("4m") else {
+        panic!("this test needs root to mount a small tmpfs (CI runs as root)");
+    };
+    let state = fs.0.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let cfg = format!(
+        "state_dir = \"{}\"\ncores = [0]\nack = \"journal\"\n[delivery]\ntls = \"none\"\nlog = false\n",
+        state.display()
+    );
+    let mut lab = Lab::start("", "[default]\n", &cfg);
+    let base = lab.config().to_string();
+    let ctl = |lab: &Lab, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+            .arg("--url")
+            .arg(format!("http://{}", lab.sluice().admin.expect("admin API")))
+            .arg("--token-file")
+            .arg(state.join("admin.token"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    ctl(&lab, &["pause", "d1.test"]);
+    let rcpts: Vec<String> = (0..20).map(|i| format!("r{i}@d1.test")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    send(lab.sluice(), "s@sender.test", &refs, 20);
+    // The disk fills up; the 400 deliveries happen meanwhile, and the
+    // batches holding their outcome records fail.
+    let filler = fs.0.path().join("filler");
+    fill(&filler);
+    ctl(&lab, &["resume", "d1.test"]);
+    lab.wait_sink("400 recipients", |r| r.recipients_accepted >= 400);
+    std::fs::remove_file(&filler).unwrap();
+    // A clean stop commits what is buffered (it cannot bring back what a
+    // failed batch dropped).
+    let dir = {
+        let d = lab.sluice.take().unwrap();
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        d.wait_log("sluice: stopped", 1);
+        d.kill()
+    };
+    lab.sluice = Some(Daemon::start_in(dir, &base));
+    let log = lab.sluice().wait_log("recovered messages=", 1);
+    let line = log
+        .lines()
+        .find(|l| l.contains("recovered messages="))
+        .unwrap()
+        .to_string();
+    send(lab.sluice(), "s@sender.test", &["probe@d2.test"], 1);
+    let r = lab.wait_sink("the probe", |r| {
+        r.domains.get("d2.test").is_some_and(|d| d.accepted >= 1)
+    });
+    assert_eq!(
+        (r.recipients_accepted, r.duplicates),
+        (401, 0),
+        "{line}\n{r:#?}"
+    );
+    assert!(line.contains(" pending=0 "), "{line}");
+    drop(lab);
+    drop(fs);
+}

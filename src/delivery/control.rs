@@ -403,6 +403,9 @@ impl Engine {
                         ack.record(FirstOutcome::Bounced, &deleted);
                     }
                 }
+                // Journaled like any final outcome: without the record a
+                // restart would bring the deleted mail back and deliver it.
+                self.record(&rcpt, crate::journal::Outcome::Deleted);
                 self.log_entry("deleted", &dest, &rcpt, &deleted, &via);
                 self.finish(&rcpt);
             }

@@ -245,6 +245,10 @@ pub struct Engine {
     warmup_restored: RefCell<(i64, HashMap<String, u64>)>,
 }
 
+/// The furthest a recovered recipient's next attempt is put off (30 days):
+/// a later recorded time is brought forward to this.
+const MAX_RETRY_HORIZON_SECS: u64 = 30 * 86_400;
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -513,7 +517,10 @@ impl Engine {
                     index,
                 };
                 if next > now_unix {
-                    self.schedule(dest, rcpt, now + Duration::from_secs(next - now_unix));
+                    // Checked: a recorded time is data from disk. No retry
+                    // is put further off than the horizon.
+                    let wait = Duration::from_secs((next - now_unix).min(MAX_RETRY_HORIZON_SECS));
+                    self.schedule(dest, rcpt, now.checked_add(wait).unwrap_or(now));
                 } else {
                     dest.waiting.borrow_mut().push(rcpt);
                     if !touched.iter().any(|d| Rc::ptr_eq(d, &dest)) {
@@ -837,7 +844,8 @@ impl Engine {
         // The controller learns from it; a response rule may change it.
         let shaped = self.shape_outcome(dest, outcome, via);
         let outcome = &shaped.outcome;
-        rcpt.attempts += 1;
+        // Saturating: a recovered count is data from disk.
+        rcpt.attempts = rcpt.attempts.saturating_add(1);
         if rcpt.attempts == 1 {
             if let Some(ack) = &rcpt.msg.ack {
                 let (kind, reply) = match outcome {
@@ -922,7 +930,7 @@ impl Engine {
     /// Journals a recipient's outcome (when there is a journal). Nobody
     /// waits for it, but it is written at once: a delivered recipient
     /// whose record is lost in a crash would be delivered again.
-    fn record(&self, rcpt: &Rcpt, outcome: Recorded) {
+    pub(super) fn record(&self, rcpt: &Rcpt, outcome: Recorded) {
         let Some(j) = &self.journal else { return };
         match j.append_outcome(rcpt.msg.id, rcpt.index, outcome) {
             Ok(_) => j.request_flush(),

@@ -127,7 +127,7 @@ impl Journal {
                 view.reverse_path,
             );
             let len = frame::encode(&mut st.buf, T_MESSAGE, |b| {
-                record::put_message(b, head, list.len(), rcpts, view.body)
+                record::put_message(b, head, view.total, list.len(), rcpts, view.body)
             })
             .map_err(record::too_large)?;
             st.push(
@@ -187,7 +187,9 @@ fn frame_at<'a>(
         offset: loc.off,
         reason: reason.to_string(),
     };
-    let f = frame::parse_at(data, loc.off as usize)
+    let seg = frame::parse_segment_header(data)
+        .map_err(|_| corrupt("segment header no longer checks out"))?;
+    let f = frame::parse_at(data, loc.off as usize, &seg)
         .map_err(|_| corrupt("record no longer checks out"))?;
     if f.len != loc.len as usize {
         return Err(corrupt("record length changed"));
@@ -201,7 +203,8 @@ fn read_message<'a>(
     loc: Loc,
 ) -> Result<record::MsgView<'a>, JournalError> {
     let f = frame_at(path, data, loc)?;
-    match record::decode(f.ty, f.payload) {
+    let v1 = frame::parse_segment_header(data).is_ok_and(|s| s.key.is_none());
+    match record::decode(f.ty, f.payload, v1) {
         Some(Ok(Record::Message(m))) => Ok(m),
         _ => Err(JournalError::Corrupt {
             path: path.to_path_buf(),

@@ -4,7 +4,7 @@
 //! Everything here runs either at startup or on glommio's blocking thread,
 //! never on a shard's reactor.
 
-use super::frame::{segment_header, SEGMENT_HEADER};
+use super::frame::{new_key, segment_header, Key, SEGMENT_HEADER};
 use super::JournalError;
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
@@ -67,8 +67,10 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>, JournalErr
     })
 }
 
-/// Creates segment `seq` with its header, durably (file and directory).
-pub(crate) fn create_segment(dir: &Path, seq: u64) -> Result<File, JournalError> {
+/// Creates segment `seq` with its header and a new key, durably (file and
+/// directory).
+pub(crate) fn create_segment(dir: &Path, seq: u64) -> Result<(File, Key), JournalError> {
+    let key = new_key();
     let path = seg_path(dir, seq);
     let f = OpenOptions::new()
         .read(true)
@@ -77,7 +79,7 @@ pub(crate) fn create_segment(dir: &Path, seq: u64) -> Result<File, JournalError>
         .open(&path)
         .map_err(|e| JournalError::io(&path, "creating a segment", e))?;
     let r = f
-        .write_all_at(&segment_header(seq), 0)
+        .write_all_at(&segment_header(seq, &key), 0)
         .and_then(|()| f.sync_data())
         .map_err(|e| JournalError::io(&path, "writing a segment header", e))
         .and_then(|()| sync_dir(dir));
@@ -86,7 +88,7 @@ pub(crate) fn create_segment(dir: &Path, seq: u64) -> Result<File, JournalError>
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    Ok(f)
+    Ok((f, key))
 }
 
 /// Deletes waves of unneeded segments (see `Index::retire_plan`), syncing
@@ -153,8 +155,8 @@ pub fn retire_dir(dir: &Path) -> Result<u64, JournalError> {
 pub(crate) enum Target {
     /// The active segment.
     Existing(Arc<File>, PathBuf),
-    /// A new segment, created by the job.
-    Create(PathBuf),
+    /// A new segment, created by the job, with its key.
+    Create(PathBuf, Key),
 }
 
 /// A contiguous run of a batch written to one file.
@@ -223,7 +225,7 @@ impl Job {
                     touched.push((f.clone(), c.off, p.clone()));
                     (f.clone(), p)
                 }
-                Target::Create(p) => {
+                Target::Create(p, key) => {
                     // The segment before must be complete on disk before the
                     // next one exists: then a torn write is always at the
                     // end of the last segment, where recovery cuts it,
@@ -246,7 +248,7 @@ impl Job {
                         .map_err(|e| JournalError::io(p, "creating a segment", e))?;
                     let f = Arc::new(f);
                     created.push((c.seq, f.clone(), p.clone()));
-                    f.write_all_at(&segment_header(c.seq), 0)
+                    f.write_all_at(&segment_header(c.seq, key), 0)
                         .map_err(|e| JournalError::io(p, "writing a segment header", e))?;
                     (f, p)
                 }

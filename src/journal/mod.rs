@@ -40,8 +40,9 @@
 //! loaded by other builds fdatasync went to ~3.9 ms p50 and the same runs
 //! gave 274 / 9.7k / 44.5k msg/s: the batch grows to absorb the latency,
 //! which is the point of group commit. A 1 KiB message with one recipient
-//! costs 1,087 bytes and its delivered record 18 bytes (81 bytes of
-//! overhead in all). Recovery of a million pending recipients: 0.35 s as
+//! cost 1,087 bytes and its delivered record 18 bytes (81 bytes of
+//! overhead in all) in format version 1; version 2 adds 8 bytes of tag to
+//! every frame and one byte (the recipient count) to a message record. Recovery of a million pending recipients: 0.35 s as
 //! 10,000 messages × 100 recipients, 4.8 s as a million one-recipient
 //! messages (per-message allocations dominate).
 //!
@@ -60,10 +61,19 @@
 //! [`Journal::open`] replays every segment in order. A bad or short frame
 //! followed by nothing valid at the end of the last segment is a torn tail
 //! and is truncated with a warning; any other bad bytes are reported as a
-//! [`DamagedRegion`] and reading resumes at the next intact frame (found by
-//! scanning for the frame magic and checking the CRC). Nothing is dropped
-//! without being counted. [`recover_dir`] does the same read-only, for
-//! another shard's directory.
+//! [`DamagedRegion`] and reading resumes at the next intact frame: found by
+//! scanning for the frame magic, and accepted only if its keyed tag checks
+//! out at the offset where it was found (`frame.rs`), so a frame planted in
+//! a message body is never replayed. Every decoded value is bounded
+//! (`record.rs`). Nothing is dropped without being counted. [`recover_dir`]
+//! does the same read-only, for another shard's directory.
+//!
+//! # Failed batches
+//!
+//! Outcome records of a failed batch are appended again (see
+//! `State::requeue_outcomes`): losing one would deliver its recipient twice
+//! after a restart and pin its segment. Message records are not: their
+//! clients were told.
 //!
 //! # Retirement and compaction
 //!
@@ -91,6 +101,135 @@ mod tests;
 pub use error::JournalError;
 pub use io::retire_dir;
 pub use recover::recover_dir;
+
+/// What the fuzz target and the integration tests need to build segments
+/// and frames exactly as the journal writes them (and as version 1 wrote
+/// them), and to replay segments held in memory. Not an API.
+#[doc(hidden)]
+pub mod testing {
+    use super::frame::{self, FRAME_MAGIC};
+    use super::record::{self, T_MESSAGE};
+    pub use super::recover::replay_bytes;
+    use super::Outcome;
+
+    /// A segment key.
+    pub type Key = [u8; 16];
+
+    /// A version 2 segment header.
+    pub fn segment_header(seq: u64, key: &Key) -> Vec<u8> {
+        frame::segment_header(seq, key).to_vec()
+    }
+
+    /// The number and key in a segment header (`None` if it is not a
+    /// valid version 2 header).
+    pub fn segment_key(header: &[u8]) -> Option<(u64, Key)> {
+        let s = frame::parse_segment_header(header).ok()?;
+        Some((s.seq, s.key?))
+    }
+
+    /// A version 1 segment header, as earlier versions wrote it.
+    pub fn segment_header_v1(seq: u64) -> Vec<u8> {
+        let mut h = vec![0u8; frame::SEGMENT_HEADER_V1];
+        h[..8].copy_from_slice(b"SLUICEJ\x01");
+        h[8..12].copy_from_slice(&1u32.to_le_bytes());
+        h[16..24].copy_from_slice(&seq.to_le_bytes());
+        let crc = crc32c::crc32c(&h[..24]);
+        h[24..28].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    fn message_payload(id: u64, rcpts: &[&str], body: &[u8], with_total: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        let n = rcpts.len();
+        let list = rcpts.iter().enumerate().map(|(i, a)| (i as u32, *a, 0, 0));
+        if with_total {
+            record::put_message(&mut b, (id, 1, 0, "forger@x.test"), n as u32, n, list, body);
+        } else {
+            record::put_varint(&mut b, id);
+            record::put_varint(&mut b, 1);
+            b.push(0);
+            record::put_bytes(&mut b, b"forger@x.test");
+            record::put_varint(&mut b, n as u64);
+            for (i, a, _, _) in list {
+                record::put_varint(&mut b, u64::from(i));
+                record::put_bytes(&mut b, a.as_bytes());
+                record::put_varint(&mut b, 0);
+                record::put_varint(&mut b, 0);
+            }
+            b.extend_from_slice(body);
+        }
+        b
+    }
+
+    fn outcome_payload(id: u64, index: u32, o: &Outcome) -> (u8, Vec<u8>) {
+        let mut b = Vec::new();
+        record::put_outcome(&mut b, id, index, o);
+        (record::outcome_type(o), b)
+    }
+
+    fn sealed(ty: u8, payload: &[u8], seq: u64, off: u64, key: &Key) -> Vec<u8> {
+        let mut b = Vec::new();
+        // Test input is far below the frame limit.
+        let _ = frame::encode(&mut b, ty, |x| x.extend_from_slice(payload));
+        frame::seal(&mut b, seq, off, key);
+        b
+    }
+
+    fn v1(ty: u8, payload: &[u8]) -> Vec<u8> {
+        let mut b = FRAME_MAGIC.to_vec();
+        let len = (payload.len() as u32).to_le_bytes();
+        b.extend_from_slice(&len);
+        let crc =
+            crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(&len), &[ty]), payload);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.push(ty);
+        b.extend_from_slice(payload);
+        b
+    }
+
+    /// A message record frame as the journal writes it at offset `off` of
+    /// segment `seq` whose key is `key`.
+    pub fn message_frame(
+        key: &Key,
+        seq: u64,
+        off: u64,
+        id: u64,
+        rcpts: &[&str],
+        body: &[u8],
+    ) -> Vec<u8> {
+        sealed(
+            T_MESSAGE,
+            &message_payload(id, rcpts, body, true),
+            seq,
+            off,
+            key,
+        )
+    }
+
+    /// An outcome record frame as the journal writes it at offset `off`.
+    pub fn outcome_frame(
+        key: &Key,
+        seq: u64,
+        off: u64,
+        id: u64,
+        index: u32,
+        o: Outcome,
+    ) -> Vec<u8> {
+        let (ty, p) = outcome_payload(id, index, &o);
+        sealed(ty, &p, seq, off, key)
+    }
+
+    /// A message record frame as version 1 wrote it (valid anywhere).
+    pub fn message_frame_v1(id: u64, rcpts: &[&str], body: &[u8]) -> Vec<u8> {
+        v1(T_MESSAGE, &message_payload(id, rcpts, body, false))
+    }
+
+    /// An outcome record frame as version 1 wrote it.
+    pub fn outcome_frame_v1(id: u64, index: u32, o: Outcome) -> Vec<u8> {
+        let (ty, p) = outcome_payload(id, index, &o);
+        v1(ty, &p)
+    }
+}
 pub use writer::{Journal, JournalStats};
 
 use bytes::Bytes;
@@ -155,6 +294,8 @@ pub enum Outcome {
     Expired,
     /// Handed to another shard's journal, which now owns it (final here).
     Moved,
+    /// Deleted by the operator (final, no DSN).
+    Deleted,
     /// Temporarily refused; try again later.
     Deferred {
         /// Attempts made so far.
@@ -172,6 +313,7 @@ impl Outcome {
             Outcome::Bounced => RcptState::Bounced,
             Outcome::Expired => RcptState::Expired,
             Outcome::Moved => RcptState::Moved,
+            Outcome::Deleted => RcptState::Deleted,
             Outcome::Deferred {
                 attempts,
                 next_attempt_unix,
@@ -201,6 +343,8 @@ pub enum RcptState {
     Expired,
     /// Moved to another shard.
     Moved,
+    /// Deleted by the operator.
+    Deleted,
     /// Final, but the record saying how was already retired (a compaction
     /// copy left it out).
     Final,

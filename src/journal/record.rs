@@ -2,12 +2,14 @@
 //! recipient outcome costs a handful of bytes.
 //!
 //! ```text
-//! 1 message    id | accepted_unix | flags u8 | rp_len | rp
+//! 1 message    id | accepted_unix | flags u8 | rp_len | rp | total
 //!              | n | n × (index | addr_len | addr | attempts | next_attempt) | body (rest)
+//!              (`total`, the message's recipient count, only in version 2
+//!              segments; version 1 records lack it)
 //! 2 delivered  id | index          3 bounced   id | index
 //! 4 expired    id | index          7 moved     id | index
 //! 5 deferred   id | index | attempts | next_attempt_unix
-//! 6 checkpoint opaque bytes
+//! 6 checkpoint opaque bytes  8 deleted   id | index
 //! ```
 //!
 //! A message record is written when a message is accepted (every recipient
@@ -15,6 +17,14 @@
 //! (flag `COPY`, only the still-pending recipients, with their state). Both
 //! replace whatever was known about the message, so replay is the same
 //! operation for both.
+//!
+//! Every decoded value is checked against bounds before anything is sized
+//! or computed from it: a record is damage unless its recipient indexes are
+//! strictly increasing and below the message's recipient count, the count
+//! is at most [`MAX_RCPTS`] and times are before [`MAX_UNIX`]. A record
+//! can only pass its tag if we wrote it, but a bug, a disk that returns
+//! another block's bytes, or a version 1 segment must not be able to make
+//! recovery allocate billions of slots or overflow a clock.
 
 use super::{JournalError, Outcome};
 
@@ -25,6 +35,20 @@ pub(crate) const T_EXPIRED: u8 = 4;
 pub(crate) const T_DEFERRED: u8 = 5;
 pub(crate) const T_CHECKPOINT: u8 = 6;
 pub(crate) const T_MOVED: u8 = 7;
+/// An operator's delete. A version that does not know it skips it as an
+/// unknown record (and delivers the recipient): never a loss.
+pub(crate) const T_DELETED: u8 = 8;
+
+/// Most recipients one message record may have (the SMTP side allows far
+/// fewer; `append_message` refuses more).
+pub(crate) const MAX_RCPTS: u32 = 1 << 20;
+/// Latest Unix time a record may carry (9999-12-31): anything later is
+/// damage, not a date.
+pub(crate) const MAX_UNIX: u64 = 253_402_300_799;
+
+/// Highest recipient index (exclusive) a version 1 compaction copy may
+/// name.
+const V1_MAX_COPY_INDEX: u32 = 1 << 16;
 
 pub(crate) const F_EIGHT_BIT: u8 = 1;
 pub(crate) const F_SMTPUTF8: u8 = 2;
@@ -43,6 +67,8 @@ pub(crate) struct RcptView<'a> {
 #[derive(Debug, Clone)]
 pub(crate) struct MsgView<'a> {
     pub id: u64,
+    /// The message's recipient count (every index is below it).
+    pub total: u32,
     pub accepted_unix: u64,
     pub flags: u8,
     pub reverse_path: &'a str,
@@ -69,6 +95,7 @@ pub(crate) fn outcome_type(o: &Outcome) -> u8 {
         Outcome::Bounced => T_BOUNCED,
         Outcome::Expired => T_EXPIRED,
         Outcome::Moved => T_MOVED,
+        Outcome::Deleted => T_DELETED,
         Outcome::Deferred { .. } => T_DEFERRED,
     }
 }
@@ -87,10 +114,12 @@ pub(crate) fn put_outcome(b: &mut Vec<u8>, id: u64, index: u32, o: &Outcome) {
     }
 }
 
-/// Writes a message payload. `rcpts` yields (index, address, attempts, next).
+/// Writes a message payload. `rcpts` yields (index, address, attempts,
+/// next) in increasing index order, every index below `total`.
 pub(crate) fn put_message<'a>(
     b: &mut Vec<u8>,
     head: (u64, u64, u8, &str),
+    total: u32,
     n: usize,
     rcpts: impl Iterator<Item = (u32, &'a str, u32, u64)>,
     body: &[u8],
@@ -100,6 +129,7 @@ pub(crate) fn put_message<'a>(
     put_varint(b, accepted_unix);
     b.push(flags);
     put_bytes(b, rp.as_bytes());
+    put_varint(b, u64::from(total));
     put_varint(b, n as u64);
     for (index, addr, attempts, next) in rcpts {
         put_varint(b, u64::from(index));
@@ -113,11 +143,14 @@ pub(crate) fn put_message<'a>(
 /// Decodes a payload of type `ty`. `None` for an unknown type; `Err` with
 /// a reason when the payload does not parse (a CRC-clean frame that does
 /// not decode is a bug or a forged frame, and is reported like damage).
-pub(crate) fn decode(ty: u8, p: &[u8]) -> Option<Result<Record<'_>, &'static str>> {
+/// `v1`: the record is from a version 1 segment (no `total`).
+pub(crate) fn decode(ty: u8, p: &[u8], v1: bool) -> Option<Result<Record<'_>, &'static str>> {
     let mut r = Reader { d: p, at: 0 };
     let rec = match ty {
-        T_MESSAGE => decode_message(&mut r).map(Record::Message),
-        T_DELIVERED | T_BOUNCED | T_EXPIRED | T_MOVED | T_DEFERRED => decode_outcome(ty, &mut r),
+        T_MESSAGE => decode_message(&mut r, v1).map(Record::Message),
+        T_DELIVERED | T_BOUNCED | T_EXPIRED | T_MOVED | T_DELETED | T_DEFERRED => {
+            decode_outcome(ty, &mut r)
+        }
         T_CHECKPOINT => Ok(Record::Checkpoint(p)),
         _ => return None,
     };
@@ -132,41 +165,73 @@ fn decode_outcome<'a>(ty: u8, r: &mut Reader<'a>) -> Result<Record<'a>, &'static
         T_BOUNCED => Outcome::Bounced,
         T_EXPIRED => Outcome::Expired,
         T_MOVED => Outcome::Moved,
+        T_DELETED => Outcome::Deleted,
         _ => Outcome::Deferred {
             attempts: r.u32()?,
-            next_attempt_unix: r.varint()?,
+            next_attempt_unix: r.time()?,
         },
     };
+    if index >= MAX_RCPTS {
+        return Err("recipient index out of range");
+    }
     if r.at != r.d.len() {
         return Err("trailing bytes after an outcome");
     }
     Ok(Record::Outcome { id, index, outcome })
 }
 
-fn decode_message<'a>(r: &mut Reader<'a>) -> Result<MsgView<'a>, &'static str> {
+fn decode_message<'a>(r: &mut Reader<'a>, v1: bool) -> Result<MsgView<'a>, &'static str> {
     let id = r.varint()?;
-    let accepted_unix = r.varint()?;
+    let accepted_unix = r.time()?;
     let flags = r.byte()?;
     let reverse_path = r.str()?;
+    // A version 1 record does not carry its count: an original lists every
+    // recipient (indexes 0..n), a copy is held to a bound that keeps what
+    // one record can make recovery allocate small (no version 1 journal
+    // had messages anywhere near it).
+    let total = match (v1, flags & F_COPY != 0) {
+        (false, _) => r.u32()?,
+        (true, true) => V1_MAX_COPY_INDEX,
+        (true, false) => {
+            u32::try_from(r.peek_varint()?).map_err(|_| "recipient count overflows")?
+        }
+    };
+    if total > MAX_RCPTS {
+        return Err("recipient count out of range");
+    }
     let n = r.varint()?;
+    if n > u64::from(total) {
+        return Err("more recipients listed than the message has");
+    }
     // Each recipient takes at least four bytes: a bound that keeps a forged
     // count from reserving memory.
     let cap = usize::try_from(n).map_err(|_| "recipient count overflows")?;
     if cap > r.d.len().saturating_sub(r.at) / 4 {
         return Err("recipient count exceeds the record");
     }
-    let mut rcpts = Vec::with_capacity(cap);
+    let mut rcpts: Vec<RcptView<'a>> = Vec::with_capacity(cap);
     for _ in 0..cap {
-        rcpts.push(RcptView {
+        let v = RcptView {
             index: r.u32()?,
             addr: r.str()?,
             attempts: r.u32()?,
-            next_attempt_unix: r.varint()?,
-        });
+            next_attempt_unix: r.time()?,
+        };
+        if v.index >= total || rcpts.last().is_some_and(|p| p.index >= v.index) {
+            return Err("recipient index out of order or range");
+        }
+        rcpts.push(v);
     }
     let body = r.d.get(r.at..).ok_or("truncated")?;
+    // A version 1 record does not say; its highest index is the best guess.
+    let total = if v1 {
+        rcpts.last().map_or(0, |p| p.index.saturating_add(1))
+    } else {
+        total
+    };
     Ok(MsgView {
         id,
+        total,
         accepted_unix,
         flags,
         reverse_path,
@@ -184,7 +249,7 @@ pub(crate) fn put_varint(b: &mut Vec<u8>, mut v: u64) {
     b.push(v as u8);
 }
 
-fn put_bytes(b: &mut Vec<u8>, s: &[u8]) {
+pub(crate) fn put_bytes(b: &mut Vec<u8>, s: &[u8]) {
     put_varint(b, s.len() as u64);
     b.extend_from_slice(s);
 }
@@ -223,6 +288,19 @@ impl<'a> Reader<'a> {
         Err("varint too long")
     }
 
+    fn peek_varint(&mut self) -> Result<u64, &'static str> {
+        let at = self.at;
+        let v = self.varint();
+        self.at = at;
+        v
+    }
+
+    fn time(&mut self) -> Result<u64, &'static str> {
+        Some(self.varint()?)
+            .filter(|&t| t <= MAX_UNIX)
+            .ok_or("time out of range")
+    }
+
     fn u32(&mut self) -> Result<u32, &'static str> {
         u32::try_from(self.varint()?).map_err(|_| "value exceeds 32 bits")
     }
@@ -250,11 +328,12 @@ mod tests {
         put_message(
             &mut b,
             (u64::MAX, 5, F_SMTPUTF8, "s@z.test"),
+            301,
             2,
             rcpts.iter().copied(),
             b"body",
         );
-        let Some(Ok(Record::Message(m))) = decode(T_MESSAGE, &b) else {
+        let Some(Ok(Record::Message(m))) = decode(T_MESSAGE, &b, false) else {
             panic!("decode")
         };
         assert_eq!(
@@ -274,7 +353,7 @@ mod tests {
         for cut in 0..b.len() - 4 {
             // Cutting into the header or recipients never panics; it is
             // either an error or (in the body) a shorter body.
-            let _ = decode(T_MESSAGE, &b[..cut]);
+            let _ = decode(T_MESSAGE, &b[..cut], false);
         }
 
         let o = Outcome::Deferred {
@@ -283,11 +362,50 @@ mod tests {
         };
         let mut b = Vec::new();
         put_outcome(&mut b, 7, 1, &o);
-        let Some(Ok(Record::Outcome { id, index, outcome })) = decode(outcome_type(&o), &b) else {
+        let Some(Ok(Record::Outcome { id, index, outcome })) = decode(outcome_type(&o), &b, false)
+        else {
             panic!("decode")
         };
         assert_eq!((id, index, outcome), (7, 1, o));
-        assert!(decode(99, &b).is_none());
-        assert!(matches!(decode(T_DELIVERED, &b), Some(Err(_))));
+        assert!(decode(99, &b, false).is_none());
+        assert!(matches!(decode(T_DELIVERED, &b, false), Some(Err(_))));
+    }
+
+    #[test]
+    fn absurd_values_are_damage_not_allocations_or_overflows() {
+        let msg = |total: u32, rcpts: &[(u32, u64)]| {
+            let mut b = Vec::new();
+            put_message(
+                &mut b,
+                (1, 5, 0, "s@z.test"),
+                total,
+                rcpts.len(),
+                rcpts.iter().map(|&(i, t)| (i, "a@b.test", 0, t)),
+                b"",
+            );
+            decode(T_MESSAGE, &b, false).unwrap().is_ok()
+        };
+        assert!(msg(2, &[(0, 0), (1, 0)]));
+        // Index at or past the count, repeated, out of order; a count past
+        // the bound; a time past year 9999.
+        assert!(!msg(2, &[(0, 0), (2, 0)]));
+        assert!(!msg(2, &[(1, 0), (1, 0)]));
+        assert!(!msg(2, &[(1, 0), (0, 0)]));
+        assert!(!msg(u32::MAX, &[(u32::MAX - 1, 0)]));
+        assert!(!msg(1, &[(0, u64::MAX)]));
+        let mut b = Vec::new();
+        put_outcome(
+            &mut b,
+            1,
+            0,
+            &Outcome::Deferred {
+                attempts: 1,
+                next_attempt_unix: u64::MAX,
+            },
+        );
+        assert!(matches!(decode(T_DEFERRED, &b, false), Some(Err(_))));
+        let mut b = Vec::new();
+        put_outcome(&mut b, 1, u32::MAX, &Outcome::Delivered);
+        assert!(matches!(decode(T_DELIVERED, &b, false), Some(Err(_))));
     }
 }

@@ -6,8 +6,15 @@
 //! when its record is read and dropped again as soon as a later record
 //! finalises its last recipient, so memory follows what is pending, not
 //! what is on disk.
+//!
+//! After a damaged frame, reading resumes at the next frame whose tag
+//! checks out where it was found (`frame.rs`): a frame planted inside a
+//! message body is never accepted. In a version 1 segment (no tags) that
+//! cannot be told, so nothing after its first bad frame is applied; the
+//! rest of such a segment is reported as damage (or cut, when it is the
+//! torn tail of the last segment).
 
-use super::frame::{self, Bad, SEGMENT_HEADER};
+use super::frame::{self, Bad, BadHeader, Seg, SEGMENT_HEADER};
 use super::index::{Applied, IdMap, Index, Loc};
 use super::io::{list_segments, read_segment};
 use super::record::{self, Record, F_COPY, F_EIGHT_BIT, F_SMTPUTF8};
@@ -44,8 +51,38 @@ pub fn recover_dir(dir: &Path) -> Result<Recovery, JournalError> {
 
 /// Replays `dir`.
 pub(crate) fn replay(dir: &Path) -> Result<Replay, JournalError> {
+    replay_from(dir, list_segments(dir)?, read_segment)
+}
+
+/// Replays segments given in memory as (number, bytes), oldest first: the
+/// fuzz target's way in. Never touches the file system.
+#[doc(hidden)]
+pub fn replay_bytes(segments: &[(u64, Vec<u8>)]) -> Result<Recovery, JournalError> {
+    let segs = segments
+        .iter()
+        .enumerate()
+        .map(|(i, (seq, _))| (*seq, std::path::PathBuf::from(i.to_string())))
+        .collect();
+    let read = |p: &Path, buf: &mut Vec<u8>| {
+        buf.clear();
+        let i: usize = p
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(usize::MAX);
+        if let Some((_, b)) = segments.get(i) {
+            buf.extend_from_slice(b);
+        }
+        Ok(())
+    };
+    replay_from(Path::new("memory"), segs, read).map(|r| r.recovery)
+}
+
+fn replay_from(
+    dir: &Path,
+    segs: Vec<(u64, std::path::PathBuf)>,
+    mut read_segment: impl FnMut(&Path, &mut Vec<u8>) -> Result<(), JournalError>,
+) -> Result<Replay, JournalError> {
     let started = Instant::now();
-    let segs = list_segments(dir)?;
     let mut index = Index::default();
     let mut held: IdMap<Held> = IdMap::default();
     let mut rec = Recovery::default();
@@ -68,30 +105,60 @@ pub(crate) fn replay(dir: &Path) -> Result<Replay, JournalError> {
                 reason: reason.to_string(),
             });
         };
-        let mut pos = SEGMENT_HEADER;
+        let mut ctx = Seg { seq, key: None };
+        let mut pos;
         match frame::parse_segment_header(&buf) {
-            Some(s) if s == seq => {}
-            Some(_) => damage(
-                &mut rec,
-                0,
-                SEGMENT_HEADER,
-                "segment header names another segment",
-            ),
-            None if buf.len() < SEGMENT_HEADER && last => {
+            Ok(s) if s.seq == seq => {
+                ctx = s;
+                pos = s.header_len();
+            }
+            Err(BadHeader::Version(v)) => {
+                return Err(JournalError::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    reason: format!(
+                        "segment format version {v} is newer than this build reads (2); \
+                         run the version that wrote it, or a newer one"
+                    ),
+                });
+            }
+            Ok(s) => {
+                // A renamed file: its frames are bound to the number in its
+                // header, so they are read under that one.
+                damage(
+                    &mut rec,
+                    0,
+                    s.header_len(),
+                    "segment header names another segment",
+                );
+                ctx = s;
+                pos = s.header_len();
+            }
+            Err(BadHeader::Invalid) if buf.len() < SEGMENT_HEADER && last => {
                 torn = Some((seq, 0));
                 pos = buf.len();
             }
-            None => damage(
-                &mut rec,
-                0,
-                SEGMENT_HEADER.min(buf.len()),
-                "bad segment header",
-            ),
+            Err(BadHeader::Invalid) => {
+                damage(&mut rec, 0, buf.len(), "bad segment header");
+                pos = buf.len();
+            }
         }
+        let v1 = ctx.key.is_none();
         while pos < buf.len() {
-            let f = match frame::parse_at(&buf, pos) {
+            let f = match frame::parse_at(&buf, pos, &ctx) {
                 Ok(f) => f,
-                Err(bad) => match frame::resync(&buf, pos) {
+                Err(bad) => match frame::resync(&buf, pos, &ctx) {
+                    Some(_) if v1 => {
+                        // Whatever looks intact after this may be a frame
+                        // that was inside a body: not applied (module doc).
+                        damage(
+                            &mut rec,
+                            pos,
+                            buf.len() - pos,
+                            "bad frame in a version 1 segment; the rest of it is not read",
+                        );
+                        break;
+                    }
                     Some(next) => {
                         damage(
                             &mut rec,
@@ -126,7 +193,7 @@ pub(crate) fn replay(dir: &Path) -> Result<Replay, JournalError> {
                 off: pos as u64,
                 len: f.len as u32,
             };
-            match record::decode(f.ty, f.payload) {
+            match record::decode(f.ty, f.payload, v1) {
                 None => {
                     tracing::warn!(segment = %path.display(), offset = pos, ty = f.ty, "journal: record of unknown type skipped");
                     rec.stats.unknown_records += 1;

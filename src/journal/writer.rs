@@ -1,9 +1,9 @@
 //! The live journal: appends, group commit, retirement.
 
-use super::frame::{self, SEGMENT_HEADER};
+use super::frame::{self, Key, SEGMENT_HEADER};
 use super::index::{Index, Loc};
 use super::io::{self, Chunk, Job, JobResult, Target};
-use super::record::{self, F_EIGHT_BIT, F_SMTPUTF8, T_CHECKPOINT, T_MESSAGE};
+use super::record::{self, F_EIGHT_BIT, F_SMTPUTF8, MAX_RCPTS, MAX_UNIX, T_CHECKPOINT, T_MESSAGE};
 use super::{JournalError, JournalOptions, MessageRecord, Outcome, RcptState, Recovery, Ticket};
 use event_listener::Event;
 use hdrhistogram::Histogram;
@@ -90,6 +90,8 @@ pub(crate) struct State {
     poisoned: Option<String>,
     pub active_seq: u64,
     active_file: Arc<File>,
+    /// The active segment's key (frames are sealed with it at flush).
+    pub(crate) active_key: Key,
     next_seq: u64,
     /// Durable bookkeeping.
     pub index: Index,
@@ -140,7 +142,7 @@ impl Journal {
             }
         }
         let seq = replay.max_seq + 1;
-        let file = io::create_segment(dir, seq)?;
+        let (file, key) = io::create_segment(dir, seq)?;
         let mut index = replay.index;
         index.seg(seq).len = SEGMENT_HEADER as u64;
         let (done, err) = io::delete_waves(dir, &index.retire_plan(Some(seq)));
@@ -170,6 +172,7 @@ impl Journal {
             poisoned: None,
             active_seq: seq,
             active_file: Arc::new(file),
+            active_key: key,
             next_seq: seq + 1,
             index,
             new_ids: HashMap::new(),
@@ -213,7 +216,10 @@ impl Journal {
         if st.index.msgs.contains_key(&m.id) || st.new_ids.contains_key(&m.id) {
             return Err(JournalError::DuplicateMessage { id: m.id });
         }
-        let n = u32::try_from(m.recipients.len()).map_err(|_| record::too_large(usize::MAX))?;
+        let n = u32::try_from(m.recipients.len())
+            .ok()
+            .filter(|&n| n <= MAX_RCPTS)
+            .ok_or_else(|| record::too_large(usize::MAX))?;
         let flags =
             if m.eight_bit { F_EIGHT_BIT } else { 0 } | if m.smtputf8 { F_SMTPUTF8 } else { 0 };
         let rcpts = m
@@ -224,7 +230,8 @@ impl Journal {
         let len = frame::encode(&mut st.buf, T_MESSAGE, |b| {
             record::put_message(
                 b,
-                (m.id, m.accepted_unix, flags, m.reverse_path),
+                (m.id, m.accepted_unix.min(MAX_UNIX), flags, m.reverse_path),
+                n,
                 n as usize,
                 rcpts,
                 m.body,
@@ -259,6 +266,17 @@ impl Journal {
         if !known {
             return Err(JournalError::UnknownRecipient { id, index });
         }
+        // Recovery refuses a time past MAX_UNIX as damage: never write one.
+        let outcome = match outcome {
+            Outcome::Deferred {
+                attempts,
+                next_attempt_unix,
+            } => Outcome::Deferred {
+                attempts,
+                next_attempt_unix: next_attempt_unix.min(MAX_UNIX),
+            },
+            o => o,
+        };
         let len = frame::encode(&mut st.buf, record::outcome_type(&outcome), |b| {
             record::put_outcome(b, id, index, &outcome)
         })
@@ -512,8 +530,13 @@ impl State {
     }
 
     /// Takes the buffered records as a batch and decides where each goes.
-    fn plan(&mut self, dir: &Path, segment_bytes: u64) -> (Job, Vec<Loc>) {
-        let buf = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
+    /// Each frame is sealed here for the segment and offset it goes to (its
+    /// tag, see `frame.rs`). Also returns the key of the last segment the
+    /// batch creates, if any.
+    fn plan(&mut self, dir: &Path, segment_bytes: u64) -> (Job, Vec<Loc>, Option<Key>) {
+        let mut buf = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
+        let mut key = self.active_key;
+        let mut created_key = None;
         self.inflight = std::mem::take(&mut self.effects);
         let mut chunks = Vec::new();
         let mut locs = Vec::with_capacity(self.inflight.len());
@@ -532,7 +555,7 @@ impl State {
             let len = u64::from(e.len);
             if file_len > SEGMENT_HEADER as u64 && file_len + len > segment_bytes {
                 if let Some(t) = target.take() {
-                    if pos > chunk_start || matches!(t, Target::Create(_)) {
+                    if pos > chunk_start || matches!(t, Target::Create(..)) {
                         chunks.push(Chunk {
                             seq,
                             target: t,
@@ -543,7 +566,9 @@ impl State {
                 }
                 seq = self.next_seq;
                 self.next_seq += 1;
-                target = Some(Target::Create(io::seg_path(dir, seq)));
+                key = frame::new_key();
+                created_key = Some(key);
+                target = Some(Target::Create(io::seg_path(dir, seq), key));
                 file_len = SEGMENT_HEADER as u64;
                 (chunk_start, chunk_off) = (pos, file_len);
             }
@@ -552,6 +577,9 @@ impl State {
                 off: file_len,
                 len: e.len,
             });
+            if let Some(f) = buf.get_mut(pos..pos + e.len as usize) {
+                frame::seal(f, seq, file_len, &key);
+            }
             file_len += len;
             pos += e.len as usize;
         }
@@ -571,6 +599,7 @@ impl State {
                 lock: None,
             },
             locs,
+            created_key,
         )
     }
 }
@@ -579,7 +608,7 @@ impl State {
 /// waiter of an idle journal; exits when the buffer is empty.
 async fn flush_loop(sh: Rc<Shared>) {
     loop {
-        let (job, locs, start, end) = {
+        let (job, locs, new_key, start, end) = {
             let mut st = sh.st.borrow_mut();
             if st.buf.is_empty() {
                 st.flushing = false;
@@ -596,9 +625,9 @@ async fn flush_loop(sh: Rc<Shared>) {
                 return;
             }
             let (start, end) = (st.settled, st.appended);
-            let (mut job, locs) = st.plan(&sh.dir, sh.opts.segment_bytes);
+            let (mut job, locs, new_key) = st.plan(&sh.dir, sh.opts.segment_bytes);
             job.lock = Some(sh.lock.clone());
-            (job, locs, start, end)
+            (job, locs, new_key, start, end)
         };
         let chunk_ends: Vec<(u64, u64)> = job
             .chunks
@@ -606,6 +635,7 @@ async fn flush_loop(sh: Rc<Shared>) {
             .map(|c| (c.seq, c.off + (c.range.end - c.range.start) as u64))
             .collect();
         let res: JobResult = glommio::executor().spawn_blocking(move || job.run()).await;
+        let mut failed = false;
         {
             let mut st = sh.st.borrow_mut();
             let State { hist, .. } = &mut *st;
@@ -629,9 +659,10 @@ async fn flush_loop(sh: Rc<Shared>) {
                         let s = st.index.seg(seq);
                         s.len = s.len.max(len);
                     }
-                    if let Some((seq, f)) = created.into_iter().last() {
+                    if let (Some((seq, f)), Some(key)) = (created.into_iter().last(), new_key) {
                         st.active_seq = seq;
                         st.active_file = f;
+                        st.active_key = key;
                     }
                     for (e, loc) in inflight.into_iter().zip(locs) {
                         apply_effect(&mut st.index, e.kind, loc);
@@ -640,20 +671,80 @@ async fn flush_loop(sh: Rc<Shared>) {
                     st.settled = end;
                 }
                 Err((e, poisoned)) => {
-                    tracing::warn!(error = %e, "journal: batch not written; its records were dropped and waiters told");
+                    tracing::warn!(error = %e, "journal: batch not written; its messages were refused and waiters told, its outcome records are written again");
                     if poisoned {
                         st.poisoned = Some(e.to_string());
                     }
                     st.fail(start, end, e);
+                    if !poisoned {
+                        failed = st.requeue_outcomes(inflight) > 0;
+                    }
                 }
             }
         }
         sh.settled_ev.notify(usize::MAX);
+        if failed {
+            // The disk is full or failing: try again, but not in a spin.
+            glommio::timer::sleep(RETRY_PAUSE).await;
+        }
         Journal { sh: sh.clone() }.start_maintenance();
     }
 }
 
+/// Pause before writing again after a batch failed with outcome records
+/// to retry.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl State {
+    /// Appends again the outcome records of a failed batch (their messages'
+    /// records are durable; losing them would deliver those recipients
+    /// twice after a restart and pin their segments for ever). Message and
+    /// checkpoint records are not retried: their waiters were told.
+    /// Bounded: at most one record per recipient still pending in the
+    /// durable index is kept; one superseded by a later outcome for the
+    /// same recipient, or whose recipient is no longer pending, is dropped.
+    /// Returns the number re-appended.
+    fn requeue_outcomes(&mut self, failed: Vec<Effect>) -> usize {
+        let later: std::collections::HashSet<(u64, u32)> = self
+            .effects
+            .iter()
+            .filter_map(|e| match e.kind {
+                EffectKind::Outcome { id, index, .. } => Some((id, index)),
+                _ => None,
+            })
+            .collect();
+        let mut keep: Vec<(u64, u32, Outcome)> = Vec::new();
+        for e in failed {
+            let EffectKind::Outcome { id, index, outcome } = e.kind else {
+                continue;
+            };
+            let pending = self
+                .index
+                .msgs
+                .get(&id)
+                .and_then(|m| m.slots.get(index as usize))
+                .is_some_and(|s| s.is_some_and(|s| s.is_pending()));
+            if !pending || later.contains(&(id, index)) {
+                continue;
+            }
+            match keep.iter_mut().find(|k| k.0 == id && k.1 == index) {
+                // A final outcome sticks, as in replay.
+                Some(k) if k.2.state().is_pending() => k.2 = outcome,
+                Some(_) => {}
+                None => keep.push((id, index, outcome)),
+            }
+        }
+        let n = keep.len();
+        for (id, index, outcome) in keep {
+            if let Ok(len) = frame::encode(&mut self.buf, record::outcome_type(&outcome), |b| {
+                record::put_outcome(b, id, index, &outcome)
+            }) {
+                self.push(len, EffectKind::Outcome { id, index, outcome });
+            }
+        }
+        n
+    }
+
     fn fail(&mut self, start: u64, end: u64, e: JournalError) {
         // Consecutive failed batches (a disk full for a while) merge into
         // one span, so the list grows with outages, not with batches.

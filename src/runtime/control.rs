@@ -220,7 +220,16 @@ pub(super) async fn serve(
         tasks: Cell::new(0),
     };
     while let Ok(call) = calls.recv().await {
-        let answer = state.handle(call.request);
+        let finishes = matches!(call.request, Request::Remove(..));
+        let mut answer = state.handle(call.request);
+        // A bounce or delete is answered once its records are durable, so
+        // an operator who saw "deleted" never sees the mail come back after
+        // a crash.
+        if let (true, Some(j)) = (finishes, state.engine.as_ref().and_then(|e| e.journal())) {
+            if let Err(e) = j.commit().await {
+                answer = Response::Error(format!("journal: {e}"));
+            }
+        }
         // The admin side may have given up (timeout): nothing to do then.
         let _ = call.reply.try_send(answer);
     }
