@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use sluice_bench::dns::{self, DnsOptions, FailureRule, Zone};
 use sluice_bench::inject::{
-    self, Credentials, DomainWeight, InjectOptions, ProviderShare, SizeSpec, Stop,
+    self, Credentials, DomainOrder, DomainWeight, InjectOptions, ProviderShare, SizeSpec, Stop,
 };
 use sluice_bench::loopback::parse_loopback;
 use sluice_bench::run;
@@ -133,6 +133,10 @@ struct InjectArgs {
     /// Zipf exponent over the synthetic domains (uniform when absent).
     #[arg(long)]
     zipf: Option<f64>,
+    /// `random` (drawn from the mix) or `sequential` (recipient k goes to
+    /// d{k mod D}.test: N recipients reach min(N, D) distinct domains).
+    #[arg(long, default_value = "random", value_parser = parse_from_str::<DomainOrder>)]
+    domain_order: DomainOrder,
     /// Domain with a fixed share of recipients, NAME:SHARE (repeatable), e.g. gmail.test:0.3.
     #[arg(long = "provider", value_parser = parse_from_str::<ProviderShare>)]
     providers: Vec<ProviderShare>,
@@ -236,6 +240,7 @@ fn inject_main(args: InjectArgs) -> Result<ExitCode, Error> {
     opts.rcpts = args.rcpts;
     opts.domains = args.domains;
     opts.zipf = args.zipf;
+    opts.domain_order = args.domain_order;
     opts.providers = args.providers;
     opts.domain_weights = args.domain_weights;
     opts.from = args.from;

@@ -3,8 +3,9 @@
 //! draw is one random number and a binary search.
 
 use rand::Rng;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::options::{InjectOptions, SizeSpec};
+use super::options::{DomainOrder, InjectOptions, SizeSpec};
 
 /// A discrete distribution over `0..n`.
 #[derive(Debug, Clone)]
@@ -39,11 +40,17 @@ impl Weighted {
 }
 
 /// Domains and sizes of the generated traffic.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Mix {
     /// Providers first, then `d0.test` ….
     pub(crate) domains: Vec<String>,
     domain_pick: Weighted,
+    order: DomainOrder,
+    /// The next synthetic domain under [`DomainOrder::Sequential`], shared
+    /// by every connection of the run.
+    next: AtomicUsize,
+    /// Index of `d0.test` in `domains`.
+    first_synthetic: usize,
     /// Message sizes by class.
     pub(crate) sizes: Vec<usize>,
     size_pick: Weighted,
@@ -67,6 +74,7 @@ impl Mix {
                 zipf * opts.domain_weight(k)
             })
             .collect();
+        let first_synthetic = domains.len();
         let norm: f64 = synthetic.iter().sum();
         for (k, w) in synthetic.into_iter().enumerate() {
             domains.push(format!("d{k}.test"));
@@ -79,13 +87,22 @@ impl Mix {
         Mix {
             domains,
             domain_pick: Weighted::new(weights),
+            order: opts.domain_order,
+            next: AtomicUsize::new(0),
+            first_synthetic,
             sizes,
             size_pick: Weighted::new(size_weights),
         }
     }
 
     pub(crate) fn domain(&self, rng: &mut impl Rng) -> usize {
-        self.domain_pick.sample(rng)
+        let synthetic = self.domains.len() - self.first_synthetic;
+        match self.order {
+            DomainOrder::Sequential if synthetic > 0 => {
+                self.first_synthetic + self.next.fetch_add(1, Ordering::Relaxed) % synthetic
+            }
+            _ => self.domain_pick.sample(rng),
+        }
     }
 
     pub(crate) fn size_class(&self, rng: &mut impl Rng) -> usize {
@@ -152,6 +169,15 @@ mod tests {
             );
         }
         assert_eq!(c[4], 0, "weight 0 is never drawn");
+    }
+
+    #[test]
+    fn sequential_order_visits_every_domain_once_per_round() {
+        let mut o = InjectOptions::new("127.0.0.1:25".parse().unwrap());
+        o.domains = 1000;
+        o.domain_order = DomainOrder::Sequential;
+        let c = counts(&Mix::new(&o), 3000);
+        assert!(c.iter().all(|&n| n == 3), "{c:?}");
     }
 
     #[test]

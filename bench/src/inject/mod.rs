@@ -22,7 +22,8 @@ use tokio::task::JoinSet;
 
 pub use message::message_id;
 pub use options::{
-    Credentials, DomainWeight, InjectOptions, ProviderShare, SizeSpec, SizeWeight, Stop,
+    Credentials, DomainOrder, DomainWeight, InjectOptions, ProviderShare, SizeSpec, SizeWeight,
+    Stop,
 };
 pub use report::{InjectReport, LatencySummary};
 pub use stats::Live;

@@ -124,6 +124,33 @@ impl FromStr for ProviderShare {
     }
 }
 
+/// How recipients are spread over the domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainOrder {
+    /// Each recipient's domain drawn from the mix (providers, Zipf, weights).
+    #[default]
+    Random,
+    /// Recipient `k` of the run (over all connections) goes to synthetic
+    /// domain `k mod domains`: N recipients reach min(N, domains) distinct
+    /// domains (the test of per-destination state at a million domains).
+    Sequential,
+}
+
+impl FromStr for DomainOrder {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "random" => Ok(DomainOrder::Random),
+            "sequential" => Ok(DomainOrder::Sequential),
+            _ => Err(Error::InvalidOption(format!(
+                "domain order {s:?}: expected random or sequential"
+            ))),
+        }
+    }
+}
+
 /// A synthetic domain drawn more or less often than the others.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DomainWeight {
@@ -205,6 +232,8 @@ pub struct InjectOptions {
     pub domains: usize,
     /// Zipf exponent over the synthetic domains; uniform when `None`.
     pub zipf: Option<f64>,
+    /// How recipients are spread over the domains.
+    pub domain_order: DomainOrder,
     /// Domains with fixed shares, taken before the synthetic ones.
     pub providers: Vec<ProviderShare>,
     /// Synthetic domains weighted differently from the others (default 1).
@@ -253,6 +282,7 @@ impl InjectOptions {
             rcpts: 1,
             domains: 10,
             zipf: None,
+            domain_order: DomainOrder::Random,
             providers: Vec::new(),
             domain_weights: Vec::new(),
             from: "bench@sluice-bench.test".to_string(),

@@ -176,6 +176,8 @@ pub struct InjectSection {
     pub domains: usize,
     /// Zipf exponent over the domains; uniform when absent.
     pub zipf: Option<f64>,
+    /// `"random"` (default) or `"sequential"` (recipient k to domain k mod N).
+    pub domain_order: crate::inject::DomainOrder,
     /// Domains with fixed shares, `"NAME:SHARE"`.
     pub providers: Vec<String>,
     /// Synthetic domains weighted differently, `"NAME:WEIGHT"` (the others weigh 1).
@@ -211,6 +213,7 @@ impl Default for InjectSection {
             rcpts: 1,
             domains: 10,
             zipf: None,
+            domain_order: Default::default(),
             providers: Vec::new(),
             domain_weights: Vec::new(),
             from: None,
@@ -511,6 +514,7 @@ impl Scenario {
         o.rcpts = i.rcpts;
         o.domains = i.domains;
         o.zipf = i.zipf;
+        o.domain_order = i.domain_order;
         o.providers = i
             .providers
             .iter()
