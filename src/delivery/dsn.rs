@@ -76,9 +76,11 @@ pub fn render(d: &DsnInput<'_>) -> Bytes {
         &mut m,
         &format!("From: Mail Delivery System <MAILER-DAEMON@{}>", d.hostname),
     );
-    // The address is the envelope sender as the ingress parsed it (no
-    // controls); it is UTF-8 only when the message was SMTPUTF8.
-    line(&mut m, &format!("To: <{}>", d.to));
+    // The envelope sender as the ingress parsed it has no controls, and
+    // is UTF-8 only when the message was SMTPUTF8 (so it stays raw here);
+    // controls are dropped anyway, so no address can break the header.
+    let to: String = d.to.chars().filter(|c| !c.is_control()).collect();
+    line(&mut m, &format!("To: <{to}>"));
     line(&mut m, "Subject: Undelivered Mail Returned to Sender");
     line(&mut m, &format!("Date: {}", d.date));
     line(
