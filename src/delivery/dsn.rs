@@ -438,4 +438,39 @@ mod tests {
         );
         assert!(needs_8bitmime(&d));
     }
+
+    proptest::proptest! {
+        /// What the fuzz target checks, on every test run.
+        #[test]
+        fn any_reply_address_and_original_keep_the_invariants(
+            reply in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            addr in "\\PC{0,40}",
+            original in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::Just(b'\r'),
+                    proptest::prelude::Just(b'\n'),
+                    proptest::prelude::Just(0u8),
+                    proptest::prelude::Just(b'-'),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..1200,
+            ),
+        ) {
+            let d = render(&DsnInput {
+                hostname: "mta.test",
+                to: &addr,
+                queue_id: 1,
+                original: &original,
+                date: "Sun, 22 Nov 2026 23:05:09 +0000",
+                unique: 7,
+                failed: vec![FailedRcpt {
+                    address: &addr,
+                    status: "5.1.1".into(),
+                    remote_mta: Some(&addr),
+                    diagnostic: String::from_utf8_lossy(&reply).into_owned(),
+                }],
+            });
+            proptest::prop_assert_eq!(invariant_violation(&d), None);
+        }
+    }
 }
