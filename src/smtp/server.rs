@@ -18,6 +18,11 @@
 //! driver can make a whole pipelined batch durable with one journal commit
 //! instead of one per message.
 //!
+//! Message content is held to the same rules whichever command carries
+//! it: DATA lines and BDAT chunk octets both go through one
+//! [`ContentScan`](super::content::ContentScan) (line ends, NUL, line
+//! length, Received hop count), so a client cannot choose the looser path.
+//!
 //! Memory is bounded by design: a command or DATA line is never held beyond
 //! `max_line_length` (longer lines are consumed and discarded), DATA lines
 //! and BDAT chunk bytes are appended to the message body as they arrive
