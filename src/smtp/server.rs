@@ -20,7 +20,7 @@
 //!
 //! Message content is held to the same rules whichever command carries
 //! it: DATA lines and BDAT chunk octets both go through one
-//! [`ContentScan`](super::content::ContentScan) (line ends, NUL, line
+//! [`ContentScan`] (line ends, NUL, line
 //! length, Received hop count), so a client cannot choose the looser path.
 //!
 //! Memory is bounded by design: a command or DATA line is never held beyond
