@@ -72,6 +72,10 @@ impl Config {
         if self.smtp.max_errors == 0 {
             return Err(("max_errors", "must be at least 1".into()));
         }
+        if self.smtp.max_hops == 0 {
+            // Our own Received header is one hop: 0 would refuse everything.
+            return Err(("max_hops", "must be at least 1".into()));
+        }
         if let Err(e) = self.dns.validate() {
             return Err(("dns", e.to_string()));
         }

@@ -203,6 +203,9 @@ pub struct SmtpConfig {
     pub data_timeout: Seconds,
     /// Accept 8-bit bodies that were not declared BODY=8BITMIME. Default false.
     pub allow_undeclared_8bit: bool,
+    /// Most `Received:` fields a message may carry once ours is added;
+    /// more are refused with `554 5.4.6` as a mail loop. Default 50.
+    pub max_hops: u32,
 }
 
 impl Default for SmtpConfig {
@@ -220,6 +223,7 @@ impl Default for SmtpConfig {
             command_timeout: Seconds(Duration::from_secs(300)),
             data_timeout: Seconds(Duration::from_secs(180)),
             allow_undeclared_8bit: false,
+            max_hops: 50,
         }
     }
 }

@@ -91,3 +91,13 @@ fn units_parse() {
     assert_eq!(c.smtp.data_timeout.0.as_secs(), 90);
     assert_eq!(c.smtp.command_timeout.0.as_secs(), 60);
 }
+
+#[test]
+fn max_hops_defaults_to_50_and_must_allow_our_own_hop() {
+    let c = Config::parse("", Path::new("x.toml")).unwrap();
+    assert_eq!(c.smtp.max_hops, 50);
+    let c = Config::parse("[smtp]\nmax_hops = 7\n", Path::new("x.toml")).unwrap();
+    assert_eq!(c.smtp.max_hops, 7);
+    let e = err("[smtp]\nmax_hops = 0\n");
+    assert!(e.contains(":2: key `smtp.max_hops`"), "{e}");
+}

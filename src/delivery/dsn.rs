@@ -5,6 +5,18 @@
 //! bounce is never itself bounced (RFC 5321 §6.1): a message with a null
 //! sender produces no DSN at all. The report carries the original headers,
 //! not the whole body, which keeps bounces of large messages small.
+//!
+//! Much of a DSN's text comes from outside: the receiving server's reply
+//! (any bytes it liked, on as many lines as it liked), the MX name, the
+//! original message's header block. Copied verbatim, a reply could add
+//! fields to the delivery-status part (`\r\nAction: delivered`), bare CRs or
+//! lines longer than SMTP carries. So every outside string is rendered as
+//! one logical line of printable US-ASCII (control characters become
+//! spaces, non-ASCII becomes RFC 6533 `\x{HHHH}` escapes) and folded at 78
+//! columns with continuation lines that start with a space, which no parser
+//! can read as a new field. The DSN's own parts thus stay US-ASCII; only the
+//! quoted original header block may carry 8-bit text, see
+//! [`needs_8bitmime`].
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -40,10 +52,22 @@ pub struct DsnInput<'a> {
     pub failed: Vec<FailedRcpt<'a>>,
 }
 
+/// Where text is folded (RFC 5322 §2.1.1 "SHOULD be no more than 78").
+const FOLD: usize = 78;
+/// Longest outside text kept, after sanitising; a reply may be any length,
+/// a bounce need not be.
+const MAX_TEXT: usize = 4096;
+/// Longest line of the quoted original (RFC 5322 §2.1.1 "MUST be no more
+/// than 998", CRLF excluded).
+const MAX_LINE: usize = 998;
+/// The quoted original header block is capped at this many octets.
+const MAX_HEADERS: usize = 64 * 1024;
+
 /// Renders a DSN message (CRLF line endings).
 pub fn render(d: &DsnInput<'_>) -> Bytes {
-    let boundary = format!("sluice-dsn-{:016X}", d.unique);
-    let mut m = BytesMut::with_capacity(2048);
+    let headers = header_block(d.original);
+    let boundary = boundary(d.unique, &headers);
+    let mut m = BytesMut::with_capacity(2048 + headers.len());
     let line = |m: &mut BytesMut, s: &str| {
         m.put_slice(s.as_bytes());
         m.put_slice(b"\r\n");
@@ -52,7 +76,11 @@ pub fn render(d: &DsnInput<'_>) -> Bytes {
         &mut m,
         &format!("From: Mail Delivery System <MAILER-DAEMON@{}>", d.hostname),
     );
-    line(&mut m, &format!("To: <{}>", d.to));
+    // The envelope sender as the ingress parsed it has no controls, and
+    // is UTF-8 only when the message was SMTPUTF8 (so it stays raw here);
+    // controls are dropped anyway, so no address can break the header.
+    let to: String = d.to.chars().filter(|c| !c.is_control()).collect();
+    line(&mut m, &format!("To: <{to}>"));
     line(&mut m, "Subject: Undelivered Mail Returned to Sender");
     line(&mut m, &format!("Date: {}", d.date));
     line(
@@ -84,7 +112,8 @@ pub fn render(d: &DsnInput<'_>) -> Bytes {
     );
     line(&mut m, "");
     for f in &d.failed {
-        line(&mut m, &format!("<{}>: {}", f.address, f.diagnostic));
+        let text = format!("<{}>: {}", f.address, f.diagnostic);
+        field(&mut m, "", &text);
     }
     line(&mut m, "");
     line(&mut m, &format!("--{boundary}"));
@@ -95,28 +124,195 @@ pub fn render(d: &DsnInput<'_>) -> Bytes {
     line(&mut m, &format!("Arrival-Date: {}", d.date));
     for f in &d.failed {
         line(&mut m, "");
-        line(&mut m, &format!("Final-Recipient: rfc822; {}", f.address));
+        // RFC 6533 §3: a non-ASCII address is of type utf-8, escaped.
+        let addr_type = if f.address.is_ascii() {
+            "rfc822; "
+        } else {
+            "utf-8; "
+        };
+        field(
+            &mut m,
+            "Final-Recipient: ",
+            &format!("{addr_type}{}", f.address),
+        );
         line(&mut m, "Action: failed");
-        line(&mut m, &format!("Status: {}", f.status));
+        field(&mut m, "Status: ", &f.status);
         if let Some(mta) = f.remote_mta {
-            line(&mut m, &format!("Remote-MTA: dns; {mta}"));
+            field(&mut m, "Remote-MTA: ", &format!("dns; {mta}"));
         }
-        line(&mut m, &format!("Diagnostic-Code: {}", f.diagnostic));
+        field(&mut m, "Diagnostic-Code: ", &f.diagnostic);
     }
     line(&mut m, "");
     line(&mut m, &format!("--{boundary}"));
     line(&mut m, "Content-Type: text/rfc822-headers");
     line(&mut m, "");
-    m.put_slice(header_block(d.original));
+    m.put_slice(&headers);
     line(&mut m, "");
     line(&mut m, &format!("--{boundary}--"));
     m.freeze()
 }
 
-/// The original's header block (up to the blank line), capped at 64 KiB.
-fn header_block(msg: &[u8]) -> &[u8] {
-    let end = memchr::memmem::find(msg, b"\r\n\r\n").map_or(msg.len(), |i| i + 2);
-    msg.get(..end.min(64 * 1024)).unwrap_or(msg)
+/// Whether a rendered DSN must go with `BODY=8BITMIME`: only the quoted
+/// original headers can make it so (everything else is escaped).
+pub fn needs_8bitmime(dsn: &[u8]) -> bool {
+    !dsn.is_ascii()
+}
+
+/// Fields a delivery-status part written by [`render`] may hold.
+const STATUS_FIELDS: [&str; 8] = [
+    "Reporting-MTA",
+    "X-Sluice-Queue-ID",
+    "Arrival-Date",
+    "Final-Recipient",
+    "Action",
+    "Status",
+    "Remote-MTA",
+    "Diagnostic-Code",
+];
+
+/// The first way `dsn` breaks what [`render`] promises, if any: a bare CR
+/// or LF, a line over 998 octets, or a delivery-status line that is neither
+/// a known field, a continuation nor blank, or an `Action` other than
+/// `failed`. For the unit tests and the fuzz target.
+#[doc(hidden)]
+pub fn invariant_violation(dsn: &[u8]) -> Option<String> {
+    for (i, &b) in dsn.iter().enumerate() {
+        let prev = i.checked_sub(1).and_then(|p| dsn.get(p));
+        let bare = match b {
+            b'\r' => dsn.get(i + 1) != Some(&b'\n'),
+            b'\n' => prev != Some(&b'\r'),
+            _ => false,
+        };
+        if bare {
+            return Some(format!("bare CR/LF at {i}"));
+        }
+    }
+    if !dsn.ends_with(b"\r\n") {
+        return Some("no final CRLF".into());
+    }
+    let text = String::from_utf8_lossy(dsn);
+    let mut lines = text.split("\r\n");
+    if let Some(l) = lines.clone().find(|l| l.len() > MAX_LINE) {
+        return Some(format!("line of {} octets", l.len()));
+    }
+    if !lines.any(|l| l == "Content-Type: message/delivery-status") {
+        return Some("no delivery-status part".into());
+    }
+    for l in lines.skip(1).take_while(|l| !l.starts_with("--")) {
+        if l.is_empty() || l.starts_with(' ') {
+            continue;
+        }
+        let name = l.split(':').next().unwrap_or_default();
+        if !STATUS_FIELDS.contains(&name) {
+            return Some(format!("unknown status line {l:?}"));
+        }
+        if name == "Action" && l != "Action: failed" {
+            return Some(format!("forged {l:?}"));
+        }
+    }
+    None
+}
+
+/// A boundary that occurs nowhere in the quoted headers (the only part
+/// whose lines we do not write ourselves), so they cannot end a part.
+fn boundary(unique: u64, headers: &[u8]) -> String {
+    let mut b = format!("sluice-dsn-{unique:016X}");
+    // Each round makes it longer; the headers are bounded, so it ends.
+    while memchr::memmem::find(headers, b.as_bytes()).is_some() {
+        b.push_str("=_");
+    }
+    b
+}
+
+/// Writes `name` and `value` as one field (or, with an empty name, one
+/// paragraph): `value` sanitised, folded at [`FOLD`] columns.
+fn field(m: &mut BytesMut, name: &str, value: &str) {
+    m.put_slice(name.as_bytes());
+    let mut col = name.len();
+    let text = sanitise(value);
+    let mut first = true;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let mut word = word.as_bytes();
+        let sep = usize::from(!first);
+        if col + sep + word.len() > FOLD && col > 1 {
+            m.put_slice(b"\r\n ");
+            col = 1;
+        } else if !first {
+            m.put_u8(b' ');
+            col += 1;
+        }
+        first = false;
+        // A word longer than a line is broken: a diagnostic loses nothing
+        // but a space, and no line grows past the fold.
+        while col + word.len() > FOLD {
+            let (head, tail) = word.split_at(FOLD.saturating_sub(col).clamp(1, word.len()));
+            m.put_slice(head);
+            m.put_slice(b"\r\n ");
+            col = 1;
+            word = tail;
+        }
+        m.put_slice(word);
+        col += word.len();
+    }
+    m.put_slice(b"\r\n");
+}
+
+/// `text` as one line of printable US-ASCII: line breaks and other control
+/// characters become spaces, `\` and non-ASCII become `\x{HHHH}` (RFC 6533
+/// embedded-unicode-char), and the result is capped at [`MAX_TEXT`].
+fn sanitise(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len().min(MAX_TEXT));
+    for c in text.chars() {
+        if out.len() >= MAX_TEXT {
+            out.push_str(" ...");
+            break;
+        }
+        match c {
+            ' '..='~' if c != '\\' => out.push(c),
+            c if c.is_ascii_control() => out.push(' '),
+            // Writing to a String cannot fail.
+            c => {
+                let _ = write!(out, "\\x{{{:X}}}", u32::from(c));
+            }
+        }
+    }
+    out
+}
+
+/// The original's header block (up to the first empty line, however its
+/// lines end), capped at [`MAX_HEADERS`], as CRLF lines of at most
+/// [`MAX_LINE`] octets with no NUL: the ingress guarantees as much for what
+/// it accepts, but a body from an older journal need not be so.
+fn header_block(msg: &[u8]) -> Vec<u8> {
+    let block = msg.get(..MAX_HEADERS).unwrap_or(msg);
+    let mut out = Vec::with_capacity(block.len() + 2);
+    let mut rest = block;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr2(b'\r', b'\n', rest) {
+            Some(i) => {
+                let crlf = rest.get(i) == Some(&b'\r') && rest.get(i + 1) == Some(&b'\n');
+                (
+                    rest.get(..i).unwrap_or_default(),
+                    rest.get(i + 1 + usize::from(crlf)..).unwrap_or_default(),
+                )
+            }
+            None => (rest, &[][..]),
+        };
+        if line.is_empty() {
+            break;
+        }
+        // Continuation lines keep an over-long line inside its field.
+        for (i, piece) in line.chunks(MAX_LINE - 1).enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            out.extend(piece.iter().map(|&b| if b == 0 { b' ' } else { b }));
+            out.extend_from_slice(b"\r\n");
+        }
+        rest = next;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -149,5 +345,132 @@ mod tests {
         assert!(s.contains("Subject: hello"));
         assert!(!s.contains("secret body"));
         assert!(s.ends_with("--sluice-dsn-0000000000000007--\r\n"));
+        assert_eq!(invariant_violation(&d), None);
+    }
+
+    fn hostile(diagnostic: String, original: &[u8]) -> Bytes {
+        render(&DsnInput {
+            hostname: "mta.test",
+            to: "sender@a.test",
+            queue_id: 1,
+            original,
+            date: "Sun, 22 Nov 2026 23:05:09 +0000",
+            unique: 7,
+            failed: vec![FailedRcpt {
+                address: "gone@b.test",
+                status: "5.1.1".into(),
+                remote_mta: Some("mx.b.test"),
+                diagnostic,
+            }],
+        })
+    }
+
+    #[test]
+    fn a_hostile_reply_cannot_add_fields_bare_crs_or_long_lines() {
+        let long = "A".repeat(5000);
+        let diag = format!(
+            "smtp; 550 5.1.1 no\r\nAction: delivered\nStatus: 2.0.0\rX-Bare: cr\0 caf\u{e9} \\ {long}"
+        );
+        let d = hostile(diag, b"Subject: x\r\n\r\n");
+        assert_eq!(
+            invariant_violation(&d),
+            None,
+            "{}",
+            String::from_utf8_lossy(&d)
+        );
+        let s = std::str::from_utf8(&d).unwrap();
+        assert!(s.is_ascii(), "non-ASCII is escaped");
+        assert!(!needs_8bitmime(&d));
+        assert_eq!(s.matches("\r\nAction: ").count(), 1);
+        assert_eq!(s.matches("\r\nStatus: ").count(), 1);
+        // Every line of ours is folded at 78, continuation lines indented.
+        for l in s
+            .split("\r\n")
+            .filter(|l| l.contains('A') && !l.contains("multipart"))
+        {
+            assert!(l.len() <= FOLD, "{} octets: {l}", l.len());
+        }
+        // The text survives as one logical line, unfolded.
+        let diag_field = s
+            .split("\r\nDiagnostic-Code: ")
+            .nth(1)
+            .unwrap()
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .replace("\r\n ", " ");
+        assert!(
+            diag_field.starts_with(
+                "smtp; 550 5.1.1 no Action: delivered Status: 2.0.0 X-Bare: cr caf\\x{E9} \\x{5C} AAA"
+            ),
+            "{diag_field}"
+        );
+        assert!(diag_field.ends_with(" ..."), "capped: {}", diag_field.len());
+        assert!(diag_field.len() < 5000);
+    }
+
+    #[test]
+    fn the_quoted_header_block_is_made_safe_too() {
+        let long = "B".repeat(3000);
+        let original = format!(
+            "Subject: a\rX-Long: {long}\nX-Nul: \0\n--sluice-dsn-0000000000000007\n\nbody\r\n"
+        );
+        let d = hostile("smtp; 550 no".into(), original.as_bytes());
+        assert_eq!(
+            invariant_violation(&d),
+            None,
+            "{}",
+            String::from_utf8_lossy(&d)
+        );
+        let s = std::str::from_utf8(&d).unwrap();
+        // The quoted line cannot close the report: the boundary moved.
+        assert!(
+            s.contains("boundary=\"sluice-dsn-0000000000000007=_\""),
+            "{s}"
+        );
+        assert!(s.ends_with("--sluice-dsn-0000000000000007=_--\r\n"));
+        assert!(!s.contains("body"));
+        assert!(s.contains("Subject: a\r\nX-Long: BBB"));
+        // 8-bit original headers are quoted as they are and flagged.
+        let d = hostile(
+            "smtp; 550 no".into(),
+            "Subject: caf\u{e9}\r\n\r\n".as_bytes(),
+        );
+        assert!(needs_8bitmime(&d));
+    }
+
+    proptest::proptest! {
+        /// What the fuzz target checks, on every test run.
+        #[test]
+        fn any_reply_address_and_original_keep_the_invariants(
+            reply in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            addr in "\\PC{0,40}",
+            original in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::Just(b'\r'),
+                    proptest::prelude::Just(b'\n'),
+                    proptest::prelude::Just(0u8),
+                    proptest::prelude::Just(b'-'),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..1200,
+            ),
+        ) {
+            let d = render(&DsnInput {
+                hostname: "mta.test",
+                to: &addr,
+                queue_id: 1,
+                original: &original,
+                date: "Sun, 22 Nov 2026 23:05:09 +0000",
+                unique: 7,
+                failed: vec![FailedRcpt {
+                    address: &addr,
+                    status: "5.1.1".into(),
+                    remote_mta: Some(&addr),
+                    diagnostic: String::from_utf8_lossy(&reply).into_owned(),
+                }],
+            });
+            proptest::prop_assert_eq!(invariant_violation(&d), None);
+        }
     }
 }

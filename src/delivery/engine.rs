@@ -1110,9 +1110,11 @@ impl Engine {
                 id,
                 reverse_path: Arc::from(""),
                 recipients: vec![p.msg.reverse_path.to_string()],
+                // Quoted 8-bit headers need 8BITMIME; a non-ASCII sender
+                // address (only from an SMTPUTF8 message) needs SMTPUTF8.
+                eight_bit: super::dsn::needs_8bitmime(&body) || !p.msg.reverse_path.is_ascii(),
+                smtputf8: !p.msg.reverse_path.is_ascii(),
                 body,
-                eight_bit: false,
-                smtputf8: false,
                 ack: None,
             };
             let done = if self.journal.is_some() {

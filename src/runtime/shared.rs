@@ -170,6 +170,7 @@ fn server_config(config: &Config, tls: bool) -> ServerConfig {
         allow_undeclared_8bit: config.smtp.allow_undeclared_8bit,
         command_timeout: config.smtp.command_timeout.0,
         data_timeout: config.smtp.data_timeout.0,
+        max_hops: config.smtp.max_hops,
     }
 }
 

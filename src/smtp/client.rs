@@ -1053,7 +1053,8 @@ impl ClientSession {
                     self.expect.push_back(Expect::Data(p));
                     return None;
                 }
-                let body = part.body.clone();
+                // Same lines as DATA would carry: no bare CR or LF.
+                let body = dot::line_ends(&part.body);
                 out.extend_from_slice(b"BDAT ");
                 let mut n = itoa::Buffer::new();
                 out.extend_from_slice(n.format(body.len()).as_bytes());

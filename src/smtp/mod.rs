@@ -9,6 +9,7 @@
 //! to batch reads and writes per core.
 //!
 //! - [`command`]: parses one command line in place.
+//! - [`content`]: line-ending, NUL, line-length and hop rules for message data.
 //! - [`reply`]: the reply type and the static reply lines.
 //! - [`server`]: the session state machine.
 //! - [`date`]: RFC 5322 dates for the Received header.
@@ -27,6 +28,7 @@
 
 pub mod client;
 pub mod command;
+pub mod content;
 pub mod date;
 pub mod reply;
 pub mod server;

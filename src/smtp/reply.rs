@@ -233,6 +233,8 @@ pub(crate) mod wire {
     pub const MSG_NUL: &[u8] = b"554 5.6.0 Message contains NUL characters\r\n";
     /// Undeclared 8-bit data.
     pub const MSG_8BIT: &[u8] = b"554 5.6.1 8-bit data requires BODY=8BITMIME\r\n";
+    /// More Received fields than `max_hops`: probably a mail loop.
+    pub const TOO_MANY_HOPS: &[u8] = b"554 5.4.6 Too many hops\r\n";
 }
 
 #[cfg(test)]
@@ -329,6 +331,7 @@ mod tests {
             MSG_BARE_NEWLINE,
             MSG_NUL,
             MSG_8BIT,
+            TOO_MANY_HOPS,
         ] {
             assert!(r.ends_with(b"\r\n"));
             assert_eq!(r.iter().filter(|&&b| b == b'\n').count(), 1);

@@ -18,6 +18,11 @@
 //! driver can make a whole pipelined batch durable with one journal commit
 //! instead of one per message.
 //!
+//! Message content is held to the same rules whichever command carries
+//! it: DATA lines and BDAT chunk octets both go through one
+//! [`ContentScan`] (line ends, NUL, line
+//! length, Received hop count), so a client cannot choose the looser path.
+//!
 //! Memory is bounded by design: a command or DATA line is never held beyond
 //! `max_line_length` (longer lines are consumed and discarded), DATA lines
 //! and BDAT chunk bytes are appended to the message body as they arrive
@@ -49,6 +54,7 @@ use bytes::Bytes;
 use memchr::memchr;
 
 use super::command::{parse_command, AuthMechanism, BodyType, Command, MailParams};
+use super::content::{self, ContentScan};
 use super::date::write_rfc5322_date;
 use super::reply::{push_sanitized, wire, Reply};
 
@@ -79,6 +85,9 @@ pub struct ServerConfig {
     pub command_timeout: Duration,
     /// Read deadline between DATA lines / BDAT chunks.
     pub data_timeout: Duration,
+    /// Most `Received:` fields a message may leave with, ours included;
+    /// more get `554 5.4.6 Too many hops` (a mail loop).
+    pub max_hops: u32,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +104,7 @@ impl Default for ServerConfig {
             allow_undeclared_8bit: false,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            max_hops: 50,
         }
     }
 }
@@ -242,10 +252,11 @@ struct Chunk {
 
 // Reasons a message is refused at the end of DATA, in reply priority order.
 const BAD_TOO_BIG: u8 = 1;
-const BAD_LONG_LINE: u8 = 2;
-const BAD_NEWLINE: u8 = 4;
-const BAD_NUL: u8 = 8;
+const BAD_LONG_LINE: u8 = content::LONG_LINE;
+const BAD_NEWLINE: u8 = content::BARE_NEWLINE;
+const BAD_NUL: u8 = content::NUL;
 const BAD_8BIT: u8 = 16;
+const BAD_HOPS: u8 = content::TOO_MANY_HOPS;
 
 /// BDAT chunks can be arbitrarily large; without a tick every so many
 /// octets a slow but steady upload of one big chunk would hit the data
@@ -274,11 +285,16 @@ struct Transaction {
     body: Vec<u8>,
     /// Octets of client data, excluding our Received header.
     data_len: usize,
+    /// The same content rules for DATA lines and BDAT chunks.
+    scan: ContentScan,
     bad: u8,
 }
 
 impl Transaction {
     fn mark(&mut self, reason: u8) {
+        if reason == 0 {
+            return;
+        }
         if self.bad == 0 {
             // The message is refused anyway; give the memory back now.
             self.body = Vec::new();
@@ -789,6 +805,9 @@ impl ServerSession {
             bdat: false,
             body: Vec::new(),
             data_len: 0,
+            // Our own Received header is not scanned: it is the one more
+            // hop the limit allows for.
+            scan: ContentScan::new(self.line_max, self.config.max_hops.saturating_sub(1)),
             bad: 0,
         });
         self.push(wire::OK_MAIL);
@@ -1068,13 +1087,10 @@ impl ServerSession {
         let check_8bit = !self.config.allow_undeclared_8bit;
         let max = self.config.max_message_size;
         let Some(txn) = self.txn.as_mut() else { return };
+        // The line as the client meant it: unstuffed, with its own ending.
+        let breaches = txn.scan.feed(line.strip_prefix(b".").unwrap_or(line));
+        txn.mark(breaches);
         let content = content.strip_prefix(b".").unwrap_or(content);
-        if !crlf || memchr(b'\r', content).is_some() {
-            txn.mark(BAD_NEWLINE);
-        }
-        if memchr(0, content).is_some() {
-            txn.mark(BAD_NUL);
-        }
         if check_8bit && !txn.eight_bit && !content.is_ascii() {
             txn.mark(BAD_8BIT);
         }
@@ -1089,8 +1105,29 @@ impl ServerSession {
     }
 
     fn end_of_message(&mut self) {
-        let Some(txn) = self.txn.take() else { return };
-        let bad = txn.bad;
+        let Some(mut txn) = self.txn.take() else {
+            return;
+        };
+        let breaches = txn.scan.finish();
+        txn.mark(breaches);
+        if txn.bad != 0 {
+            return self.refuse(txn.bad);
+        }
+        self.event = Some(Event::Message(Message {
+            reverse_path: txn.reverse_path,
+            recipients: txn.recipients,
+            body: Bytes::from(txn.body),
+            eight_bit: txn.eight_bit,
+            smtputf8: txn.smtputf8,
+            helo: self.helo.clone().unwrap_or_default(),
+            auth_user: self.auth_user.clone(),
+        }));
+        self.verdicts.push_back(self.out.len());
+    }
+
+    /// Replies to a message refused for `bad` (DATA or BDAT alike), most
+    /// important reason first.
+    fn refuse(&mut self, bad: u8) {
         if bad & BAD_TOO_BIG != 0 {
             self.push(wire::TOO_BIG);
         } else if bad & BAD_LONG_LINE != 0 {
@@ -1107,17 +1144,9 @@ impl ServerSession {
             self.error(wire::MSG_NUL);
         } else if bad & BAD_8BIT != 0 {
             self.error(wire::MSG_8BIT);
-        } else {
-            self.event = Some(Event::Message(Message {
-                reverse_path: txn.reverse_path,
-                recipients: txn.recipients,
-                body: Bytes::from(txn.body),
-                eight_bit: txn.eight_bit,
-                smtputf8: txn.smtputf8,
-                helo: self.helo.clone().unwrap_or_default(),
-                auth_user: self.auth_user.clone(),
-            }));
-            self.verdicts.push_back(self.out.len());
+        } else if bad & BAD_HOPS != 0 {
+            // A loop, not the client's misbehaviour: not counted.
+            self.push(wire::TOO_MANY_HOPS);
         }
     }
 
@@ -1159,6 +1188,8 @@ impl ServerSession {
                 if check_8bit && !txn.eight_bit && !piece.is_ascii() {
                     txn.mark(BAD_8BIT);
                 }
+                let breaches = txn.scan.feed(piece);
+                txn.mark(breaches);
                 if txn.bad == 0 {
                     txn.body.extend_from_slice(piece);
                 }
@@ -1178,11 +1209,12 @@ impl ServerSession {
         if chunk.discard {
             return;
         }
-        if self.txn.as_ref().is_some_and(|t| t.bad != 0) {
+        let bad = self.txn.as_ref().map_or(0, |t| t.bad);
+        if bad != 0 {
             // RFC 3030 leaves the transaction to us after a failed chunk;
             // we abort it so the client cannot build on a refused body.
             self.txn = None;
-            return self.error(wire::MSG_8BIT);
+            return self.refuse(bad);
         }
         if chunk.last {
             return self.end_of_message();
@@ -2411,7 +2443,7 @@ mod tests {
     #[test]
     fn bdat_basic_and_split() {
         let input =
-            "MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nBDAT 7\r\nhello\r\nBDAT 4 LAST\r\n.\r\n\nNOOP\r\n";
+            "MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nBDAT 7\r\nhello\r\nBDAT 5 LAST\r\n.\r\n\r\nNOOP\r\n";
         let mut whole = Harness::ready(config());
         let r = whole.reply(input);
         assert_eq!(
@@ -2422,7 +2454,7 @@ mod tests {
         assert_eq!(
             whole.messages[0].body,
             format!(
-                "{}hello\r\n.\r\n\n",
+                "{}hello\r\n.\r\n\r\n",
                 received("client.example", "ESMTP", false, Some("x@y"))
             )
             .as_bytes()
@@ -2575,9 +2607,13 @@ mod tests {
         assert!(!h.s.wants_close());
         // A chunk that only overflows together with the earlier ones.
         h.reply("RCPT TO:<x@y>\r\n");
-        h.reply(&format!("BDAT 6000\r\n{}", "a".repeat(6000)));
+        let lines = "a".repeat(98) + "\r\n";
         assert_eq!(
-            h.reply(&format!("BDAT 6000 LAST\r\n{}", "a".repeat(6000))),
+            h.reply(&format!("BDAT 6000\r\n{}", lines.repeat(60))),
+            "250 2.0.0 6000 octets received\r\n"
+        );
+        assert_eq!(
+            h.reply(&format!("BDAT 6000 LAST\r\n{}", lines.repeat(60))),
             "552 5.3.4 Message size exceeds fixed maximum message size\r\n"
         );
         assert!(h.messages.is_empty());
@@ -2598,6 +2634,145 @@ mod tests {
         assert_eq!(h.take(), "");
     }
 
+    /// The reply to `body` sent as BDAT chunks cut at `cuts`, and whether a
+    /// message was queued; the session must stay usable.
+    fn bdat_reply(cfg: ServerConfig, body: &[u8], cuts: &[usize]) -> (String, usize) {
+        let mut h = Harness::ready(cfg);
+        h.reply("MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\n");
+        let mut last = 0;
+        let mut replies = String::new();
+        let ends: Vec<usize> = cuts.iter().copied().chain([body.len()]).collect();
+        for (i, &end) in ends.iter().enumerate() {
+            let chunk = &body[last..end];
+            let kw = if i + 1 == ends.len() { " LAST" } else { "" };
+            h.feed(format!("BDAT {}{kw}\r\n", chunk.len()).as_bytes());
+            h.feed(chunk);
+            replies.push_str(&h.take());
+            last = end;
+        }
+        assert_eq!(h.reply("NOOP\r\n"), "250 2.0.0 Ok\r\n");
+        (replies, h.messages.len())
+    }
+
+    /// Every end-of-data look-alike, as message content.
+    const LOOK_ALIKES: [&[u8]; 5] = [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r.\r\n"];
+
+    #[test]
+    fn bdat_content_is_held_to_the_data_rules() {
+        let refused = "554 5.6.11 Bare LF/CR not allowed in message\r\n";
+        for look in LOOK_ALIKES {
+            let body = [&b"Subject: x\r\n\r\na"[..], look, b"b\r\n"].concat();
+            // In one chunk, and cut at every place (a CR and its LF apart).
+            let (r, n) = bdat_reply(config(), &body, &[]);
+            assert_eq!((r.as_str(), n), (refused, 0), "{look:?}");
+            for cut in 1..body.len() {
+                let (r, n) = bdat_reply(config(), &body, &[cut]);
+                assert!(r.contains(refused), "{look:?} cut {cut}: {r}");
+                assert_eq!(n, 0);
+            }
+            // DATA refuses the same content.
+            let mut data = body.clone();
+            data.extend_from_slice(b".\r\n");
+            let (r, n) = data_reply(config(), "MAIL FROM:<a@b>", &data);
+            assert_eq!((r.as_str(), n), (refused, 0), "DATA {look:?}");
+        }
+        // A CR at the end of the last chunk is bare.
+        assert_eq!(bdat_reply(config(), b"a\r", &[]), (refused.into(), 0));
+        // A CRLF split between chunks is fine.
+        let (r, n) = bdat_reply(config(), b"a\r\nb\r\n", &[2]);
+        assert!(r.ends_with("queued as 0000000000000001\r\n"), "{r}");
+        assert_eq!(n, 1);
+        // NUL and over-long lines, as DATA refuses them.
+        let (r, n) = bdat_reply(config(), b"a\0b\r\n", &[]);
+        assert_eq!(
+            (r.as_str(), n),
+            ("554 5.6.0 Message contains NUL characters\r\n", 0)
+        );
+        let long = [&b"x".repeat(999)[..], b"\r\n"].concat();
+        let (r, n) = bdat_reply(config(), &long, &[500]);
+        assert_eq!(
+            (r.as_str(), n),
+            ("250 2.0.0 500 octets received\r\n554 5.6.0 Message contains a line longer than 1000 octets\r\n", 0)
+        );
+        let (_, n) = bdat_reply(config(), &long[1..], &[500]);
+        assert_eq!(n, 1, "a line of exactly 1000 octets is allowed");
+        // A refused middle chunk ends the transaction then and there.
+        let mut h = Harness::ready(config());
+        let r = h.reply("MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nBDAT 2\r\na\nBDAT 3 LAST\r\nb\r\n");
+        assert_eq!(
+            r,
+            format!(
+                "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n{refused}503 5.5.1 Error: need MAIL command\r\n"
+            )
+        );
+        assert!(h.messages.is_empty());
+    }
+
+    fn with_received(n: usize, rest: &str) -> String {
+        let mut m = String::new();
+        for i in 0..n {
+            m.push_str(&format!("Received: from hop{i}\r\n\tby x; date\r\n"));
+        }
+        m.push_str(rest);
+        m
+    }
+
+    #[test]
+    fn too_many_hops_are_refused_by_data_and_bdat() {
+        let hops = "554 5.4.6 Too many hops\r\n";
+        let m = "MAIL FROM:<a@b>";
+        let cfg = || ServerConfig {
+            max_hops: 5,
+            ..config()
+        };
+        // Ours is the fifth: four may arrive.
+        let ok = with_received(4, "Subject: x\r\n\r\nbody\r\n");
+        let (r, n) = data_reply(cfg(), m, format!("{ok}.\r\n").as_bytes());
+        assert!(r.starts_with("250 2.0.0 Ok: queued"), "{r}");
+        assert_eq!(n, 1);
+        let (r, n) = bdat_reply(cfg(), ok.as_bytes(), &[3, 40]);
+        assert!(r.ends_with("queued as 0000000000000001\r\n"), "{r}");
+        assert_eq!(n, 1);
+        let loop5 = with_received(5, "Subject: x\r\n\r\nbody\r\n");
+        assert_eq!(
+            data_reply(cfg(), m, format!("{loop5}.\r\n").as_bytes()),
+            (hops.into(), 0)
+        );
+        let (r, n) = bdat_reply(cfg(), loop5.as_bytes(), &[7]);
+        assert!(r.ends_with(hops), "{r}");
+        assert_eq!(n, 0);
+        // Lower case, a space before the colon; only the header counts.
+        let mixed = "received : a\r\nRECEIVED: b\r\nX-Received: c\r\n\r\n".to_owned()
+            + &with_received(9, "");
+        let (r, n) = data_reply(
+            ServerConfig {
+                max_hops: 3,
+                ..config()
+            },
+            m,
+            format!("{mixed}.\r\n").as_bytes(),
+        );
+        assert!(r.starts_with("250 2.0.0 Ok: queued"), "{r}");
+        assert_eq!(n, 1);
+        let (r, _) = data_reply(
+            ServerConfig {
+                max_hops: 2,
+                ..config()
+            },
+            m,
+            format!("{mixed}.\r\n").as_bytes(),
+        );
+        assert_eq!(r, hops);
+        // Not a client error: it does not count toward max_errors.
+        let mut h = Harness::ready(ServerConfig {
+            max_errors: 1,
+            ..cfg()
+        });
+        h.reply(&format!("{m}\r\nRCPT TO:<x@y>\r\nDATA\r\n"));
+        assert_eq!(h.reply(&format!("{loop5}.\r\n")), hops);
+        assert!(!h.s.wants_close());
+    }
+
     #[test]
     fn bdat_8bit_rule() {
         let mut h = Harness::ready(config());
@@ -2607,10 +2782,10 @@ mod tests {
             "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n554 5.6.1 8-bit data requires BODY=8BITMIME\r\n250 2.0.0 Ok\r\n"
         );
         let r =
-            h.reply("MAIL FROM:<a@b> BODY=8BITMIME\r\nRCPT TO:<x@y>\r\nBDAT 3 LAST\r\n\u{e9}\0");
+            h.reply("MAIL FROM:<a@b> BODY=8BITMIME\r\nRCPT TO:<x@y>\r\nBDAT 4 LAST\r\n\u{e9}\r\n");
         assert!(r.ends_with("250 2.0.0 Ok: queued as 0000000000000001\r\n"));
         assert!(h.messages[0].eight_bit);
-        assert!(h.messages[0].body.ends_with("\u{e9}\0".as_bytes()));
+        assert!(h.messages[0].body.ends_with("\u{e9}\r\n".as_bytes()));
     }
 
     // ---- property tests -------------------------------------------------------
@@ -2686,7 +2861,9 @@ mod tests {
                     if chunks.is_empty() {
                         t.extend_from_slice(b"BDAT 0 LAST\r\n");
                     }
-                    bodies.push(expected);
+                    if well_formed(&expected) {
+                        bodies.push(expected);
+                    }
                 }
                 Step::Noop => t.extend_from_slice(b"NOOP\r\n"),
                 Step::Rset => t.extend_from_slice(b"RSET\r\n"),
@@ -2715,6 +2892,17 @@ mod tests {
         }
         t.extend_from_slice(b"QUIT\r\n");
         (t, bodies)
+    }
+
+    /// The DATA rules, independently of the scanner: no NUL, every CR in
+    /// a CRLF, every LF after a CR.
+    fn well_formed(b: &[u8]) -> bool {
+        b.iter().enumerate().all(|(i, &c)| match c {
+            0 => false,
+            b'\r' => b.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && b[i - 1] == b'\r',
+            _ => true,
+        })
     }
 
     fn prop_config() -> ServerConfig {

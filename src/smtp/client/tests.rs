@@ -527,6 +527,36 @@ fn dot_stuffed_body_is_one_copy_with_end_marker() {
 }
 
 #[test]
+fn bare_cr_and_lf_from_the_journal_never_reach_the_wire() {
+    // A body as an old journal could hold it: every end-of-data look-alike.
+    let body = "a\n.\nb\n.\r\nc\r\n.\nd\r.\re\r.\r\nf\r";
+    let mut h = H::ready(cfg(), CAPS_PIPE);
+    h.s.enqueue(txn(1, &["a@y"], body));
+    h.tx();
+    h.rx("250 ok\r\n250 ok\r\n354 go\r\n");
+    let (out, b) = h.tx_one();
+    assert_eq!(out, "");
+    assert_eq!(
+        &b.unwrap()[..],
+        b"a\r\n..\r\nb\r\n..\r\nc\r\n..\r\nd\r\n..\r\ne\r\n..\r\nf\r\n.\r\n"
+    );
+    h.rx("250 ok\r\n");
+    assert_eq!(h.take_log(), ["1.0 D250", "done 1"]);
+    // With BDAT the same lines go out, counted after the rewrite.
+    let mut h = H::ready(
+        ClientConfig {
+            prefer_bdat: true,
+            ..cfg()
+        },
+        CAPS_BDAT,
+    );
+    h.s.enqueue(txn(1, &["a@y"], "x\ry\n"));
+    let (out, b) = h.tx_one();
+    assert!(out.ends_with("BDAT 6 LAST\r\n"), "{out}");
+    assert_eq!(&b.unwrap()[..], b"x\r\ny\r\n");
+}
+
+#[test]
 fn body_without_final_crlf_and_empty_body() {
     let mut h = H::ready(cfg(), CAPS_PIPE);
     h.s.enqueue(txn(1, &["a@y"], "no newline"));
