@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub command_timeout: Duration,
     /// Read deadline between DATA lines / BDAT chunks.
     pub data_timeout: Duration,
+    /// Commands that move no message (NOOP, RSET, VRFY, HELP, EHLO/HELO)
+    /// allowed since the last message data began; the next one gets
+    /// `421 4.7.0` and the session closes. 0: no cap.
+    pub max_junk_commands: u32,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +99,7 @@ impl Default for ServerConfig {
             allow_undeclared_8bit: false,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            max_junk_commands: 100,
         }
     }
 }
@@ -206,6 +211,20 @@ impl std::fmt::Debug for Event {
     }
 }
 
+/// The driver's answer to [`Event::Auth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthAnswer {
+    /// The credentials are valid: `235`.
+    Accepted,
+    /// They are not: `535 5.7.8` (counts as an error).
+    Rejected,
+    /// They could not be checked now (the hashing pool is full):
+    /// `454 4.7.0`, the client may try again later.
+    Unavailable,
+    /// The client failed too often recently: `421 4.7.0` and close.
+    LockedOut,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Await {
     StartTls,
@@ -312,6 +331,8 @@ pub struct ServerSession {
     event: Option<Event>,
     awaiting: Option<Await>,
     errors: u32,
+    /// Commands that moved no message since the last message data began.
+    junk: u32,
     progress: u64,
     closing: bool,
     /// The last MAIL was refused by policy (busy, too big): the 503s a
@@ -359,6 +380,7 @@ impl ServerSession {
             event: None,
             awaiting: None,
             errors: 0,
+            junk: 0,
             progress: 0,
             closing: false,
             mail_refused: false,
@@ -426,6 +448,20 @@ impl ServerSession {
         self.close();
     }
 
+    /// The session reached its maximum lifetime: say so and close,
+    /// whatever it was doing (a transaction in progress is dropped, with no
+    /// 250 given for it).
+    pub fn expire(&mut self) {
+        if self.closing {
+            return;
+        }
+        self.out.extend_from_slice(b"421 4.4.2 ");
+        push_sanitized(&mut self.out, self.config.hostname.as_bytes());
+        self.out
+            .extend_from_slice(b" Error: session lifetime exceeded\r\n");
+        self.close();
+    }
+
     /// The TLS handshake after STARTTLS succeeded. Everything learned on
     /// the plaintext connection is forgotten (RFC 3207 4.2); no greeting is
     /// sent, the client starts again with EHLO.
@@ -446,16 +482,34 @@ impl ServerSession {
 
     /// The driver's verdict on the credentials of [`Event::Auth`].
     pub fn auth_result(&mut self, ok: bool) {
+        self.auth_answer(if ok {
+            AuthAnswer::Accepted
+        } else {
+            AuthAnswer::Rejected
+        });
+    }
+
+    /// The driver's answer to [`Event::Auth`].
+    pub fn auth_answer(&mut self, answer: AuthAnswer) {
         if self.awaiting != Some(Await::Auth) {
             return;
         }
         self.awaiting = None;
-        if ok {
+        if answer == AuthAnswer::Accepted {
             self.auth_user = self.pending_user.take();
-            self.push(wire::AUTH_OK);
-        } else {
-            self.pending_user = None;
-            self.error(wire::AUTH_FAILED);
+            return self.push(wire::AUTH_OK);
+        }
+        self.pending_user = None;
+        match answer {
+            AuthAnswer::Unavailable => self.push(wire::AUTH_UNAVAILABLE),
+            AuthAnswer::LockedOut => {
+                self.out.extend_from_slice(b"421 4.7.0 ");
+                push_sanitized(&mut self.out, self.config.hostname.as_bytes());
+                self.out
+                    .extend_from_slice(b" Too many failed authentications, try again later\r\n");
+                self.close();
+            }
+            _ => self.error(wire::AUTH_FAILED),
         }
     }
 
@@ -590,11 +644,16 @@ impl ServerSession {
         match memchr(b'\n', window) {
             Some(i) => {
                 let line = rest.get(..=i).unwrap_or_default();
-                self.progress = self.progress.wrapping_add(1);
                 match self.phase {
                     Phase::Command => self.on_command_line(line, now),
-                    Phase::Data { prev_crlf } => self.on_data_line(line, prev_crlf),
-                    _ => self.on_auth_line(line),
+                    Phase::Data { prev_crlf } => {
+                        self.progress = self.progress.wrapping_add(1);
+                        self.on_data_line(line, prev_crlf)
+                    }
+                    _ => {
+                        self.progress = self.progress.wrapping_add(1);
+                        self.on_auth_line(line)
+                    }
                 }
                 i + 1
             }
@@ -670,7 +729,18 @@ impl ServerSession {
 
     // ---- commands ----------------------------------------------------------
 
+    /// A command line is progress (restarts the driver's idle deadline)
+    /// once the client has said HELO/EHLO: before that, NOOPs and garbage
+    /// must not keep a session that never starts alive.
     fn on_command_line(&mut self, line: &[u8], now: u64) {
+        let greeted = self.helo.is_some();
+        self.command_line(line, now);
+        if greeted || self.helo.is_some() {
+            self.progress = self.progress.wrapping_add(1);
+        }
+    }
+
+    fn command_line(&mut self, line: &[u8], now: u64) {
         let Some(content) = line.strip_suffix(b"\r\n") else {
             return self.error(wire::BARE_LF);
         };
@@ -689,6 +759,25 @@ impl ServerSession {
             Command::Rcpt { .. } | Command::Data | Command::Bdat { .. }
         ) {
             self.mail_refused = false;
+        }
+        match cmd {
+            Command::Noop
+            | Command::Rset
+            | Command::Help
+            | Command::Vrfy
+            | Command::Ehlo { .. }
+            | Command::Helo { .. } => {
+                if self.over_junk_limit() {
+                    return;
+                }
+            }
+            Command::Data | Command::Bdat { .. }
+                if self.txn.as_ref().is_some_and(|t| !t.recipients.is_empty()) =>
+            {
+                // Message data: the session is doing its job.
+                self.junk = 0;
+            }
+            _ => {}
         }
         match cmd {
             Command::Ehlo { domain } => self.cmd_hello(domain, true),
@@ -717,6 +806,23 @@ impl ServerSession {
                 initial_response,
             } => self.cmd_auth(mechanism, initial_response),
         }
+    }
+
+    /// Counts a command that moves no message; past the cap, says 421 and
+    /// closes (true). Like Postfix's `smtpd_junk_command_limit`: a client
+    /// that only keeps the connection busy gives its slot back.
+    fn over_junk_limit(&mut self) -> bool {
+        self.junk = self.junk.saturating_add(1);
+        let max = self.config.max_junk_commands;
+        if max == 0 || self.junk <= max {
+            return false;
+        }
+        self.out.extend_from_slice(b"421 4.7.0 ");
+        push_sanitized(&mut self.out, self.config.hostname.as_bytes());
+        self.out
+            .extend_from_slice(b" Too many commands without a transaction\r\n");
+        self.close();
+        true
     }
 
     fn auth_offered(&self) -> bool {
