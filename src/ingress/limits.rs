@@ -110,15 +110,22 @@ impl Default for ClientTable {
     }
 }
 
-/// A counted session; uncounted when dropped.
+/// A counted session; uncounted when dropped. Only capped counts are
+/// kept: a client without caps (a relay client by default) costs no lock.
 pub struct ClientSlot {
     table: Arc<ClientTable>,
-    ip: IpAddr,
+    address: Option<IpAddr>,
+    network: Option<Network>,
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        self.table.release(self.ip);
+        if let Some(ip) = self.address {
+            self.table.addresses.with(&ip, |m| give_back(m, &ip));
+        }
+        if let Some(net) = self.network {
+            self.table.networks.with(&net, |m| give_back(m, &net));
+        }
     }
 }
 
@@ -147,23 +154,25 @@ impl ClientTable {
     pub fn admit(self: &Arc<Self>, ip: IpAddr, caps: Caps) -> Result<ClientSlot, OverCap> {
         let ip = ip.to_canonical();
         let net = Network::of(ip);
-        if self.addresses.with(&ip, |m| take(m, ip, caps.per_address)) != Some(true) {
-            return Err(OverCap::Address);
-        }
-        if self.networks.with(&net, |m| take(m, net, caps.per_network)) != Some(true) {
-            self.addresses.with(&ip, |m| give_back(m, &ip));
-            return Err(OverCap::Network);
-        }
-        Ok(ClientSlot {
+        // Built first, so an early return gives back what was taken.
+        let mut slot = ClientSlot {
             table: self.clone(),
-            ip,
-        })
-    }
-
-    fn release(&self, ip: IpAddr) {
-        let net = Network::of(ip);
-        self.addresses.with(&ip, |m| give_back(m, &ip));
-        self.networks.with(&net, |m| give_back(m, &net));
+            address: None,
+            network: None,
+        };
+        if caps.per_address != 0 {
+            if self.addresses.with(&ip, |m| take(m, ip, caps.per_address)) != Some(true) {
+                return Err(OverCap::Address);
+            }
+            slot.address = Some(ip);
+        }
+        if caps.per_network != 0 {
+            if self.networks.with(&net, |m| take(m, net, caps.per_network)) != Some(true) {
+                return Err(OverCap::Network);
+            }
+            slot.network = Some(net);
+        }
+        Ok(slot)
     }
 
     /// Sessions counted for `ip` now.
@@ -303,11 +312,13 @@ mod tests {
             per_network: 0,
         };
         let many: Vec<_> = (0..100)
-            .map(|_| t.admit(ip("10.9.9.9"), unlimited).unwrap())
+            .map(|_| t.admit(ip("10.0.0.1"), unlimited).unwrap())
             .collect();
-        assert_eq!(t.sessions_of(ip("10.9.9.9")), 100);
+        // Uncapped sessions are not counted (nor do they count against
+        // capped clients of the same address).
+        assert_eq!(t.sessions_of(ip("10.0.0.1")), 2);
         drop(many);
-        assert_eq!(t.sessions_of(ip("10.9.9.9")), 0);
+        assert_eq!(t.sessions_of(ip("10.0.0.1")), 2);
     }
 
     #[test]
