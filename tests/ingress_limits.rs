@@ -30,13 +30,19 @@ fn keep_sending(mut s: TcpStream, line: &'static [u8], every: Duration, stop: Ar
     });
 }
 
-/// Reads replies until one starts with `421`, returning it.
+/// Reads replies until one starts with `421`, returning it; gives up after
+/// 10 s of other replies (a client kept busy would never see one).
 fn until_421(c: &mut Client) -> String {
+    let start = Instant::now();
     loop {
         let r = c.reply();
         if r.starts_with("421") {
             return r;
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no 421 after 10 s; last reply {r}"
+        );
     }
 }
 
