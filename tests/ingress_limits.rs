@@ -213,7 +213,9 @@ fn the_tls_handshake_has_one_deadline() {
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     std::thread::spawn(move || {
-        let mut bytes = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+        let mut bytes = vec![
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
         bytes.resize(5 + 512, 0x2a);
         for b in bytes {
             if stop2.load(Ordering::Relaxed) || w.write_all(&[b]).is_err() {
@@ -227,6 +229,9 @@ fn the_tls_handshake_has_one_deadline() {
     let _ = c.stream.read_to_end(&mut rest);
     let took = start.elapsed();
     stop.store(true, Ordering::Relaxed);
-    assert!(took < Duration::from_secs(3), "handshake cut after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "handshake cut after {took:?}"
+    );
     d.stop();
 }

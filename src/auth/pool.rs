@@ -101,8 +101,7 @@ mod tests {
             let a = v.verify(users.clone(), "u".into(), "a".into());
             let b = v.verify(users.clone(), "u".into(), "b".into());
             let c = v.verify(users.clone(), "u".into(), "c".into());
-            let (a, (b, c)) =
-                futures_lite::future::zip(a, futures_lite::future::zip(b, c)).await;
+            let (a, (b, c)) = futures_lite::future::zip(a, futures_lite::future::zip(b, c)).await;
             let got = [a, b, c];
             assert!(got.contains(&Err(Unavailable::Busy)), "{got:?}");
             assert!(got.contains(&Ok(false)), "{got:?}");

@@ -305,7 +305,10 @@ mod tests {
         let _d = t.admit(ip("2001:db8::1"), caps).unwrap();
         let _e = t.admit(ip("2001:db8::2"), caps).unwrap();
         let _f = t.admit(ip("2001:db8::3"), caps).unwrap();
-        assert_eq!(t.admit(ip("2001:db8::4"), caps).err(), Some(OverCap::Network));
+        assert_eq!(
+            t.admit(ip("2001:db8::4"), caps).err(),
+            Some(OverCap::Network)
+        );
         assert_eq!(t.sessions_of(ip("::ffff:10.0.0.1")), 2);
         let unlimited = Caps {
             per_address: 0,

@@ -61,8 +61,10 @@ impl Shared {
         let tls = load_tls(&config)?;
         let users = load_users(&config)?;
         let smtp = server_config(&config, tls.is_some());
-        let verifier =
-            crate::auth::pool::Verifier::start(config.auth.verify_threads, config.auth.verify_queue)?;
+        let verifier = crate::auth::pool::Verifier::start(
+            config.auth.verify_threads,
+            config.auth.verify_queue,
+        )?;
         Ok(Shared {
             clients: Default::default(),
             auth_failures: Default::default(),

@@ -760,24 +760,22 @@ impl ServerSession {
         ) {
             self.mail_refused = false;
         }
-        match cmd {
+        let junk = matches!(
+            cmd,
             Command::Noop
-            | Command::Rset
-            | Command::Help
-            | Command::Vrfy
-            | Command::Ehlo { .. }
-            | Command::Helo { .. } => {
-                if self.over_junk_limit() {
-                    return;
-                }
-            }
-            Command::Data | Command::Bdat { .. }
-                if self.txn.as_ref().is_some_and(|t| !t.recipients.is_empty()) =>
-            {
-                // Message data: the session is doing its job.
-                self.junk = 0;
-            }
-            _ => {}
+                | Command::Rset
+                | Command::Help
+                | Command::Vrfy
+                | Command::Ehlo { .. }
+                | Command::Helo { .. }
+        );
+        if junk && self.over_junk_limit() {
+            return;
+        }
+        let data = matches!(cmd, Command::Data | Command::Bdat { .. });
+        if data && self.txn.as_ref().is_some_and(|t| !t.recipients.is_empty()) {
+            // Message data: the session is doing its job.
+            self.junk = 0;
         }
         match cmd {
             Command::Ehlo { domain } => self.cmd_hello(domain, true),
@@ -2416,6 +2414,95 @@ mod tests {
         assert_eq!(out, b"421 4.4.2 mx.example Error: timeout exceeded\r\n");
         assert!(h.s.wants_close());
         assert_eq!(h.s.handle_input(b".\r\n", NOW), 0);
+        assert!(h.messages.is_empty());
+    }
+
+    #[test]
+    fn nothing_before_hello_is_progress_and_junk_is_capped() {
+        let cfg = ServerConfig {
+            max_junk_commands: 3,
+            ..config()
+        };
+        let mut h = Harness::new(cfg, true);
+        h.take();
+        let p0 = h.s.progress();
+        h.reply("NOOP\r\nRSET\r\nBOGUS\r\n");
+        assert_eq!(h.s.progress(), p0, "no progress before HELO/EHLO");
+        // EHLO is the third junk command, and progress.
+        h.reply("EHLO c\r\n");
+        assert_eq!(h.s.progress(), p0 + 1);
+        // A message's data resets the count.
+        h.reply("MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nDATA\r\n.\r\n");
+        assert_eq!(h.messages.len(), 1);
+        assert_eq!(
+            h.reply("NOOP\r\nVRFY x\r\nHELP\r\n")
+                .matches("\r\n")
+                .count(),
+            3
+        );
+        assert_eq!(
+            h.reply("RSET\r\nNOOP\r\n"),
+            "421 4.7.0 mx.example Too many commands without a transaction\r\n"
+        );
+        assert!(h.s.wants_close());
+    }
+
+    #[test]
+    fn auth_answers_and_lifetime() {
+        let cfg = Arc::new(ServerConfig {
+            auth_enabled: true,
+            auth_without_tls: true,
+            ..config()
+        });
+        let auth = format!("EHLO c\r\nAUTH PLAIN {}\r\n", plain("u", "p"));
+        let run = |answer: AuthAnswer| {
+            let mut s = ServerSession::new(cfg.clone(), peer(false));
+            let n = s.handle_input(auth.as_bytes(), NOW);
+            assert_eq!(n, auth.len());
+            assert!(matches!(s.poll_event(), Some(Event::Auth { .. })));
+            s.auth_answer(answer);
+            let mut out = Vec::new();
+            s.poll_transmit(&mut out);
+            let text = String::from_utf8(out).unwrap();
+            let last = text.lines().last().unwrap_or_default().to_string();
+            (last, s.wants_close(), s.error_count())
+        };
+        assert_eq!(
+            run(AuthAnswer::Unavailable),
+            (
+                "454 4.7.0 Temporary authentication failure".into(),
+                false,
+                0
+            )
+        );
+        assert_eq!(
+            run(AuthAnswer::LockedOut),
+            (
+                "421 4.7.0 mx.example Too many failed authentications, try again later".into(),
+                true,
+                0
+            )
+        );
+        assert_eq!(
+            run(AuthAnswer::Rejected),
+            (
+                "535 5.7.8 Authentication credentials invalid".into(),
+                false,
+                1
+            )
+        );
+        let mut h = Harness::ready(config());
+        h.feed(b"MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nDATA\r\nhalf a mess");
+        h.take();
+        h.s.expire();
+        let mut out = Vec::new();
+        h.s.poll_transmit(&mut out);
+        assert_eq!(
+            out,
+            b"421 4.4.2 mx.example Error: session lifetime exceeded\r\n"
+        );
+        assert!(h.s.wants_close());
+        assert_eq!(h.s.handle_input(b"age\r\n.\r\n", NOW), 0);
         assert!(h.messages.is_empty());
     }
 
