@@ -235,3 +235,27 @@ fn the_tls_handshake_has_one_deadline() {
     );
     d.stop();
 }
+
+#[test]
+fn the_caps_are_reloaded_on_sighup() {
+    let d = Daemon::start("[smtp]\nlisten = [\"127.0.0.1:0\"]\nmax_connections_per_ip = 1\n");
+    let mut first = connect_from("127.0.0.5", d.addr);
+    expect(&first.reply(), "220 ");
+    let mut second = connect_from("127.0.0.5", d.addr);
+    expect(&second.reply(), "421 4.7.0");
+    let path = d.path("sluice.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("max_connections_per_ip = 1", "max_connections_per_ip = 2"),
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("sluice: reloaded", 1);
+    let mut again = connect_from("127.0.0.5", d.addr);
+    expect(&again.reply(), "220 ");
+    let mut third = connect_from("127.0.0.5", d.addr);
+    expect(&third.reply(), "421 4.7.0");
+    drop((first, again));
+    d.stop();
+}
