@@ -264,10 +264,13 @@ async fn check_auth(
     username: String,
     password: String,
 ) -> AuthAnswer {
-    let auth = shared.live.load().auth.clone();
-    let limit = FailureLimit {
-        max: auth.max_failures,
-        window: auth.failure_window.0,
+    let (limit, delay) = {
+        let live = shared.live.load();
+        let limit = FailureLimit {
+            max: live.auth.max_failures,
+            window: live.auth.failure_window.0,
+        };
+        (limit, live.auth.failure_delay.0)
     };
     if !shared.auth_failures.try_begin(ip, limit, Instant::now()) {
         return AuthAnswer::LockedOut;
@@ -279,7 +282,7 @@ async fn check_auth(
             AuthAnswer::Accepted
         }
         Ok(false) => {
-            glommio::timer::sleep(auth.failure_delay.0).await;
+            glommio::timer::sleep(delay).await;
             AuthAnswer::Rejected
         }
         Err(_) => {
