@@ -6,7 +6,8 @@
 //! queued seconds of argon2 in front of every group commit. Here hashing has
 //! threads of its own, and the queue in front of them is bounded: when it is
 //! full the client is told to come back later (`454 4.7.0`) instead of
-//! everyone waiting behind the flood.
+//! everyone waiting behind the flood. The threads run at the lowest
+//! priority, so hashing only uses CPU the mail path leaves idle.
 
 use super::Users;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ impl Verifier {
             std::thread::Builder::new()
                 .name(format!("sluice-auth-{i}"))
                 .spawn(move || {
+                    lower_priority();
                     while let Ok(job) = rx.recv_blocking() {
                         let ok = job.users.verify(&job.username, &job.password);
                         // The session may have gone meanwhile.
@@ -75,6 +77,19 @@ impl Verifier {
             async_channel::TrySendError::Closed(_) => Unavailable::Stopped,
         })?;
         answer.recv().await.map_err(|_| Unavailable::Stopped)
+    }
+}
+
+/// Runs the calling thread at nice 19, so hashing only takes CPU time the
+/// cores (sessions, journal, delivery) leave idle: a flood of AUTH attempts
+/// slows AUTH down, never the mail already flowing. Best effort: without
+/// it the pool still bounds how many threads hash.
+fn lower_priority() {
+    // SAFETY: setpriority takes plain integers and touches no memory of
+    // ours; on Linux, PRIO_PROCESS with who = 0 is the calling thread.
+    let r = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 19) };
+    if r != 0 {
+        tracing::debug!("cannot lower the AUTH hashing thread's priority");
     }
 }
 
