@@ -604,9 +604,10 @@ impl ServerSession {
         }
     }
 
-    /// A counter that moves on each complete command line, DATA line, BDAT
-    /// chunk (and every 64 KiB inside a chunk). The driver restarts its read
-    /// deadline when it changes, so trickling bytes does not keep a
+    /// A counter that moves on each complete command line once the client
+    /// has said HELO/EHLO, each DATA line, BDAT chunk (and every 64 KiB
+    /// inside a chunk). The driver restarts its read deadline when it
+    /// changes, so neither trickling bytes nor NOOPs before EHLO keep a
     /// session alive.
     pub fn progress(&self) -> u64 {
         self.progress
