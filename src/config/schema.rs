@@ -206,6 +206,25 @@ pub struct SmtpConfig {
     /// Most `Received:` fields a message may carry once ours is added;
     /// more are refused with `554 5.4.6` as a mail loop. Default 50.
     pub max_hops: u32,
+    /// Concurrent sessions from one address outside `relay_networks`
+    /// (0: no cap). Default 20.
+    pub max_connections_per_ip: usize,
+    /// Concurrent sessions from one /24 (IPv4) or /64 (IPv6) outside
+    /// `relay_networks` (0: no cap). Default 100.
+    pub max_connections_per_network: usize,
+    /// Concurrent sessions from one address inside `relay_networks`
+    /// (0: no cap, only `max_connections`). Default 0.
+    pub relay_max_connections_per_ip: usize,
+    /// A session is closed with 421 after this long, whatever it is doing
+    /// (0: never). Default 30 minutes.
+    pub max_session_duration: Seconds,
+    /// The whole STARTTLS handshake must finish within this (and within
+    /// `command_timeout`). Default 30 s.
+    pub tls_handshake_timeout: Seconds,
+    /// Commands that do not move a message (NOOP, RSET, VRFY, HELP,
+    /// EHLO/HELO) allowed since the last message's data began; one more is
+    /// answered 421 and the session closed (0: no cap). Default 100.
+    pub max_junk_commands: u32,
 }
 
 impl Default for SmtpConfig {
@@ -224,6 +243,12 @@ impl Default for SmtpConfig {
             data_timeout: Seconds(Duration::from_secs(180)),
             allow_undeclared_8bit: false,
             max_hops: 50,
+            max_connections_per_ip: 20,
+            max_connections_per_network: 100,
+            relay_max_connections_per_ip: 0,
+            max_session_duration: Seconds(Duration::from_secs(30 * 60)),
+            tls_handshake_timeout: Seconds(Duration::from_secs(30)),
+            max_junk_commands: 100,
         }
     }
 }
@@ -244,7 +269,7 @@ pub struct TlsConfig {
 }
 
 /// SMTP AUTH (PLAIN and LOGIN).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// `user:hash` lines; hashes are SHA-512-crypt (`$6$`) or argon2
@@ -252,6 +277,33 @@ pub struct AuthConfig {
     pub users_file: Option<PathBuf>,
     /// Offer AUTH on connections without TLS. Default false.
     pub allow_plaintext: bool,
+    /// Threads that hash passwords, node-wide. Default 2. Needs a restart.
+    pub verify_threads: usize,
+    /// Checks that may wait for a hashing thread; past it AUTH is answered
+    /// `454 4.7.0`. Default 64. Needs a restart.
+    pub verify_queue: usize,
+    /// Failed AUTH attempts per address (IPv6: per /64) within
+    /// `failure_window`; past it AUTH is answered `421 4.7.0` and the
+    /// session closed (0: no limit). Default 10.
+    pub max_failures: u32,
+    /// How long failures are counted, from the first. Default 15 minutes.
+    pub failure_window: Seconds,
+    /// A failed AUTH is answered only after this delay. Default 1 s.
+    pub failure_delay: Seconds,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            users_file: None,
+            allow_plaintext: false,
+            verify_threads: 2,
+            verify_queue: 64,
+            max_failures: 10,
+            failure_window: Seconds(Duration::from_secs(15 * 60)),
+            failure_delay: Seconds(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// Per-shard backlog bounds: past them ingress answers 452/421.

@@ -6,6 +6,7 @@
 //! envelopes to the shards that own the recipients' domains.
 
 mod conn;
+pub mod limits;
 
 pub mod listener;
 mod outbox;

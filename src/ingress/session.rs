@@ -8,12 +8,13 @@
 //! awaited, so one group commit makes the whole group durable.
 
 use super::conn::Conn;
+use super::limits::{Caps, FailureLimit};
 use super::outbox::Outbox;
 use crate::config::AckMode;
 use crate::readbuf::InputBuffer;
 use crate::runtime::Core;
 use crate::shard::ack::{Ack, Decision};
-use crate::smtp::{Event, PeerInfo, Reply, ServerSession, TlsInfo, Verdict};
+use crate::smtp::{AuthAnswer, Event, PeerInfo, Reply, ServerSession, TlsInfo, Verdict};
 use glommio::net::TcpStream;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -41,6 +42,26 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
         relay_allowed: shared.relay_allowed(remote.ip()),
     };
     let cfg = shared.smtp.load_full();
+    let live = shared.live.load_full();
+    let started = Instant::now();
+    // Relay clients are the appliance's own feeders, trusted to send at
+    // full rate: only their own (optional) per-address cap applies.
+    let caps = if peer.relay_allowed {
+        Caps {
+            per_address: live.smtp.relay_max_connections_per_ip,
+            per_network: 0,
+        }
+    } else {
+        Caps {
+            per_address: live.smtp.max_connections_per_ip,
+            per_network: live.smtp.max_connections_per_network,
+        }
+    };
+    let slot = shared.clients.admit(remote.ip(), caps);
+    // The session ends at this instant whatever it is doing.
+    let end = Some(live.smtp.max_session_duration.0)
+        .filter(|d| !d.is_zero())
+        .and_then(|d| started.checked_add(d));
     let mut session = if core.over_session_limit() {
         ServerSession::new_refusing(
             cfg,
@@ -49,6 +70,16 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
                 421,
                 Some((4, 3, 2)),
                 "Too many connections, try again later",
+            ),
+        )
+    } else if slot.is_err() {
+        ServerSession::new_refusing(
+            cfg,
+            peer,
+            Reply::new(
+                421,
+                Some((4, 7, 0)),
+                "Too many connections from your address",
             ),
         )
     } else {
@@ -111,12 +142,8 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
                     Event::Auth {
                         username, password, ..
                     } => {
-                        let users = shared.users.load_full();
-                        // Password hashing is slow by design: keep it off the core.
-                        let ok = glommio::executor()
-                            .spawn_blocking(move || users.verify(&username, &password))
-                            .await;
-                        session.auth_result(ok);
+                        let answer = check_auth(&shared, remote.ip(), username, password).await;
+                        session.auth_answer(answer);
                     }
                     Event::StartTls => {
                         if outbox.flush(&core).await.is_err() {
@@ -131,7 +158,7 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
                         // RFC 3207: plaintext pipelined after STARTTLS must not
                         // be acted on once TLS is up (CVE-2011-0411).
                         input.clear();
-                        match start_tls(&shared, conn).await {
+                        match start_tls(&shared, conn, end).await {
                             Some((tls, info)) => {
                                 conn = tls;
                                 session.tls_established(info);
@@ -175,9 +202,10 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
             progress = session.progress();
             deadline = now + session.timeout();
         }
-        let remaining = deadline.saturating_duration_since(now);
+        let until = end.map_or(deadline, |e| e.min(deadline));
+        let remaining = until.saturating_duration_since(now);
         if remaining.is_zero() {
-            session.handle_timeout();
+            expire_or_time_out(&mut session, end, now);
             continue;
         }
         if let Some(tcp) = conn.tcp() {
@@ -206,11 +234,63 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
             }
             Some(Ok(0)) => break,
             Some(Ok(n)) => input.filled(n),
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => session.handle_timeout(),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                expire_or_time_out(&mut session, end, Instant::now())
+            }
             Some(Err(_)) => break,
         }
     }
     conn.close().await;
+    drop(slot);
+}
+
+/// The read deadline passed: the session's lifetime if that is what ended,
+/// else the idle timeout.
+fn expire_or_time_out(session: &mut ServerSession, end: Option<Instant>, now: Instant) {
+    if end.is_some_and(|e| now >= e) {
+        session.expire();
+    } else {
+        session.handle_timeout();
+    }
+}
+
+/// Checks AUTH credentials: refused outright while the address is locked
+/// out, hashed on the AUTH pool (never on this core or its blocking
+/// thread, which the journal needs), and a failure is answered only after
+/// `auth.failure_delay`, awaited on a timer without holding a pool slot.
+async fn check_auth(
+    shared: &crate::runtime::Shared,
+    ip: std::net::IpAddr,
+    username: String,
+    password: String,
+) -> AuthAnswer {
+    let (limit, delay) = {
+        let live = shared.live.load();
+        let limit = FailureLimit {
+            max: live.auth.max_failures,
+            window: live.auth.failure_window.0,
+        };
+        (limit, live.auth.failure_delay.0)
+    };
+    if !shared.auth_failures.try_begin(ip, limit, Instant::now()) {
+        return AuthAnswer::LockedOut;
+    }
+    let users = shared.users.load_full();
+    match shared.verifier.verify(users, username, password).await {
+        Ok(true) => {
+            shared.auth_failures.succeeded(ip);
+            AuthAnswer::Accepted
+        }
+        Ok(false) => {
+            glommio::timer::sleep(delay).await;
+            AuthAnswer::Rejected
+        }
+        Err(_) => {
+            // Not checked, so not a failure of the client's.
+            shared.auth_failures.succeeded(ip);
+            AuthAnswer::Unavailable
+        }
+    }
 }
 
 /// Gives the session the verdict of every pending message, in order,
@@ -229,16 +309,37 @@ async fn answer(
     }
 }
 
-async fn start_tls(shared: &crate::runtime::Shared, conn: Conn) -> Option<(Conn, TlsInfo)> {
+/// Runs the server side of the TLS handshake. The handshake as a whole
+/// must finish within `smtp.tls_handshake_timeout` (and `command_timeout`,
+/// and the session's lifetime): a per-read timeout would let a client that
+/// dribbles its ClientHello a byte at a time hold the session for ever.
+async fn start_tls(
+    shared: &crate::runtime::Shared,
+    conn: Conn,
+    end: Option<Instant>,
+) -> Option<(Conn, TlsInfo)> {
     let config = shared.tls.load_full()?;
     let Conn::Plain(tcp) = conn else {
         return None;
     };
-    let _ = tcp.set_read_timeout(Some(shared.config.smtp.command_timeout.0));
-    let tls = futures_rustls::TlsAcceptor::from(config)
-        .accept(tcp)
-        .await
-        .ok()?;
+    let live = shared.live.load();
+    let now = Instant::now();
+    let mut limit = live
+        .smtp
+        .tls_handshake_timeout
+        .0
+        .min(live.smtp.command_timeout.0);
+    if let Some(e) = end {
+        limit = limit.min(e.saturating_duration_since(now));
+    }
+    let _ = tcp.set_read_timeout(Some(limit.max(std::time::Duration::from_millis(1))));
+    let handshake = futures_rustls::TlsAcceptor::from(config).accept(tcp);
+    let tls = futures_lite::future::or(async { Some(handshake.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await?
+    .ok()?;
     let (_, state) = tls.get_ref();
     let info = TlsInfo {
         version: crate::tls::version_name(state.protocol_version()),

@@ -43,6 +43,12 @@ pub struct Shared {
     pub in_flight: std::sync::atomic::AtomicUsize,
     /// Cores whose sessions have ended after a stop request.
     pub ingress_closed: std::sync::atomic::AtomicUsize,
+    /// Inbound sessions per client address and network, node-wide.
+    pub clients: Arc<crate::ingress::limits::ClientTable>,
+    /// Failed AUTH attempts per client address, node-wide.
+    pub auth_failures: crate::ingress::limits::AuthFailures,
+    /// The password-hashing threads.
+    pub verifier: crate::auth::pool::Verifier,
 }
 
 impl Shared {
@@ -55,7 +61,14 @@ impl Shared {
         let tls = load_tls(&config)?;
         let users = load_users(&config)?;
         let smtp = server_config(&config, tls.is_some());
+        let verifier = crate::auth::pool::Verifier::start(
+            config.auth.verify_threads,
+            config.auth.verify_queue,
+        )?;
         Ok(Shared {
+            clients: Default::default(),
+            auth_failures: Default::default(),
+            verifier,
             smtp: ArcSwap::from_pointee(smtp),
             tls: ArcSwapOption::new(tls),
             users: ArcSwap::from_pointee(users),
@@ -148,6 +161,12 @@ fn needs_restart(old: &Config, fresh: &Config) -> Vec<&'static str> {
     if old.delivery.own_addresses != fresh.delivery.own_addresses {
         v.push("delivery.own_addresses");
     }
+    if old.auth.verify_threads != fresh.auth.verify_threads {
+        v.push("auth.verify_threads");
+    }
+    if old.auth.verify_queue != fresh.auth.verify_queue {
+        v.push("auth.verify_queue");
+    }
     if old.state_dir != fresh.state_dir {
         v.push("state_dir");
     }
@@ -171,6 +190,7 @@ fn server_config(config: &Config, tls: bool) -> ServerConfig {
         command_timeout: config.smtp.command_timeout.0,
         data_timeout: config.smtp.data_timeout.0,
         max_hops: config.smtp.max_hops,
+        max_junk_commands: config.smtp.max_junk_commands,
     }
 }
 

@@ -41,5 +41,5 @@ pub use command::{parse_command, AuthMechanism, BodyType, Command, MailParams, P
 pub use date::{date_now, write_rfc5322_date};
 pub use reply::Reply;
 pub use server::{
-    Admission, Event, Message, PeerInfo, ServerConfig, ServerSession, TlsInfo, Verdict,
+    Admission, AuthAnswer, Event, Message, PeerInfo, ServerConfig, ServerSession, TlsInfo, Verdict,
 };

@@ -161,6 +161,8 @@ pub(crate) mod wire {
     pub const AUTH_OK: &[u8] = b"235 2.7.0 Authentication successful\r\n";
     /// AUTH failed.
     pub const AUTH_FAILED: &[u8] = b"535 5.7.8 Authentication credentials invalid\r\n";
+    /// The credentials could not be checked now (hashing pool full).
+    pub const AUTH_UNAVAILABLE: &[u8] = b"454 4.7.0 Temporary authentication failure\r\n";
     /// Client sent `*`.
     pub const AUTH_CANCELLED: &[u8] = b"501 5.0.0 Authentication cancelled\r\n";
     /// Undecodable SASL response.
@@ -296,6 +298,7 @@ mod tests {
             READY_TLS,
             AUTH_OK,
             AUTH_FAILED,
+            AUTH_UNAVAILABLE,
             AUTH_CANCELLED,
             AUTH_BAD_RESPONSE,
             AUTH_PLAIN_CHALLENGE,

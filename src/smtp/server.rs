@@ -88,6 +88,10 @@ pub struct ServerConfig {
     /// Most `Received:` fields a message may leave with, ours included;
     /// more get `554 5.4.6 Too many hops` (a mail loop).
     pub max_hops: u32,
+    /// Commands that move no message (NOOP, RSET, VRFY, HELP, EHLO/HELO)
+    /// allowed since the last message data began; the next one gets
+    /// `421 4.7.0` and the session closes. 0: no cap.
+    pub max_junk_commands: u32,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +109,7 @@ impl Default for ServerConfig {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             max_hops: 50,
+            max_junk_commands: 100,
         }
     }
 }
@@ -214,6 +219,20 @@ impl std::fmt::Debug for Event {
             Event::Message(m) => f.debug_tuple("Message").field(m).finish(),
         }
     }
+}
+
+/// The driver's answer to [`Event::Auth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthAnswer {
+    /// The credentials are valid: `235`.
+    Accepted,
+    /// They are not: `535 5.7.8` (counts as an error).
+    Rejected,
+    /// They could not be checked now (the hashing pool is full):
+    /// `454 4.7.0`, the client may try again later.
+    Unavailable,
+    /// The client failed too often recently: `421 4.7.0` and close.
+    LockedOut,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,6 +347,8 @@ pub struct ServerSession {
     event: Option<Event>,
     awaiting: Option<Await>,
     errors: u32,
+    /// Commands that moved no message since the last message data began.
+    junk: u32,
     progress: u64,
     closing: bool,
     /// The last MAIL was refused by policy (busy, too big): the 503s a
@@ -375,6 +396,7 @@ impl ServerSession {
             event: None,
             awaiting: None,
             errors: 0,
+            junk: 0,
             progress: 0,
             closing: false,
             mail_refused: false,
@@ -442,6 +464,20 @@ impl ServerSession {
         self.close();
     }
 
+    /// The session reached its maximum lifetime: say so and close,
+    /// whatever it was doing (a transaction in progress is dropped, with no
+    /// 250 given for it).
+    pub fn expire(&mut self) {
+        if self.closing {
+            return;
+        }
+        self.out.extend_from_slice(b"421 4.4.2 ");
+        push_sanitized(&mut self.out, self.config.hostname.as_bytes());
+        self.out
+            .extend_from_slice(b" Error: session lifetime exceeded\r\n");
+        self.close();
+    }
+
     /// The TLS handshake after STARTTLS succeeded. Everything learned on
     /// the plaintext connection is forgotten (RFC 3207 4.2); no greeting is
     /// sent, the client starts again with EHLO.
@@ -462,16 +498,34 @@ impl ServerSession {
 
     /// The driver's verdict on the credentials of [`Event::Auth`].
     pub fn auth_result(&mut self, ok: bool) {
+        self.auth_answer(if ok {
+            AuthAnswer::Accepted
+        } else {
+            AuthAnswer::Rejected
+        });
+    }
+
+    /// The driver's answer to [`Event::Auth`].
+    pub fn auth_answer(&mut self, answer: AuthAnswer) {
         if self.awaiting != Some(Await::Auth) {
             return;
         }
         self.awaiting = None;
-        if ok {
+        if answer == AuthAnswer::Accepted {
             self.auth_user = self.pending_user.take();
-            self.push(wire::AUTH_OK);
-        } else {
-            self.pending_user = None;
-            self.error(wire::AUTH_FAILED);
+            return self.push(wire::AUTH_OK);
+        }
+        self.pending_user = None;
+        match answer {
+            AuthAnswer::Unavailable => self.push(wire::AUTH_UNAVAILABLE),
+            AuthAnswer::LockedOut => {
+                self.out.extend_from_slice(b"421 4.7.0 ");
+                push_sanitized(&mut self.out, self.config.hostname.as_bytes());
+                self.out
+                    .extend_from_slice(b" Too many failed authentications, try again later\r\n");
+                self.close();
+            }
+            _ => self.error(wire::AUTH_FAILED),
         }
     }
 
@@ -566,9 +620,10 @@ impl ServerSession {
         }
     }
 
-    /// A counter that moves on each complete command line, DATA line, BDAT
-    /// chunk (and every 64 KiB inside a chunk). The driver restarts its read
-    /// deadline when it changes, so trickling bytes does not keep a
+    /// A counter that moves on each complete command line once the client
+    /// has said HELO/EHLO, each DATA line, BDAT chunk (and every 64 KiB
+    /// inside a chunk). The driver restarts its read deadline when it
+    /// changes, so neither trickling bytes nor NOOPs before EHLO keep a
     /// session alive.
     pub fn progress(&self) -> u64 {
         self.progress
@@ -606,11 +661,16 @@ impl ServerSession {
         match memchr(b'\n', window) {
             Some(i) => {
                 let line = rest.get(..=i).unwrap_or_default();
-                self.progress = self.progress.wrapping_add(1);
                 match self.phase {
                     Phase::Command => self.on_command_line(line, now),
-                    Phase::Data { prev_crlf } => self.on_data_line(line, prev_crlf),
-                    _ => self.on_auth_line(line),
+                    Phase::Data { prev_crlf } => {
+                        self.progress = self.progress.wrapping_add(1);
+                        self.on_data_line(line, prev_crlf)
+                    }
+                    _ => {
+                        self.progress = self.progress.wrapping_add(1);
+                        self.on_auth_line(line)
+                    }
                 }
                 i + 1
             }
@@ -686,7 +746,18 @@ impl ServerSession {
 
     // ---- commands ----------------------------------------------------------
 
+    /// A command line is progress (restarts the driver's idle deadline)
+    /// once the client has said HELO/EHLO: before that, NOOPs and garbage
+    /// must not keep a session that never starts alive.
     fn on_command_line(&mut self, line: &[u8], now: u64) {
+        let greeted = self.helo.is_some();
+        self.command_line(line, now);
+        if greeted || self.helo.is_some() {
+            self.progress = self.progress.wrapping_add(1);
+        }
+    }
+
+    fn command_line(&mut self, line: &[u8], now: u64) {
         let Some(content) = line.strip_suffix(b"\r\n") else {
             return self.error(wire::BARE_LF);
         };
@@ -705,6 +776,23 @@ impl ServerSession {
             Command::Rcpt { .. } | Command::Data | Command::Bdat { .. }
         ) {
             self.mail_refused = false;
+        }
+        let junk = matches!(
+            cmd,
+            Command::Noop
+                | Command::Rset
+                | Command::Help
+                | Command::Vrfy
+                | Command::Ehlo { .. }
+                | Command::Helo { .. }
+        );
+        if junk && self.over_junk_limit() {
+            return;
+        }
+        let data = matches!(cmd, Command::Data | Command::Bdat { .. });
+        if data && self.txn.as_ref().is_some_and(|t| !t.recipients.is_empty()) {
+            // Message data: the session is doing its job.
+            self.junk = 0;
         }
         match cmd {
             Command::Ehlo { domain } => self.cmd_hello(domain, true),
@@ -733,6 +821,23 @@ impl ServerSession {
                 initial_response,
             } => self.cmd_auth(mechanism, initial_response),
         }
+    }
+
+    /// Counts a command that moves no message; past the cap, says 421 and
+    /// closes (true). Like Postfix's `smtpd_junk_command_limit`: a client
+    /// that only keeps the connection busy gives its slot back.
+    fn over_junk_limit(&mut self) -> bool {
+        self.junk = self.junk.saturating_add(1);
+        let max = self.config.max_junk_commands;
+        if max == 0 || self.junk <= max {
+            return false;
+        }
+        self.out.extend_from_slice(b"421 4.7.0 ");
+        push_sanitized(&mut self.out, self.config.hostname.as_bytes());
+        self.out
+            .extend_from_slice(b" Too many commands without a transaction\r\n");
+        self.close();
+        true
     }
 
     fn auth_offered(&self) -> bool {
@@ -2342,6 +2447,95 @@ mod tests {
         assert_eq!(out, b"421 4.4.2 mx.example Error: timeout exceeded\r\n");
         assert!(h.s.wants_close());
         assert_eq!(h.s.handle_input(b".\r\n", NOW), 0);
+        assert!(h.messages.is_empty());
+    }
+
+    #[test]
+    fn nothing_before_hello_is_progress_and_junk_is_capped() {
+        let cfg = ServerConfig {
+            max_junk_commands: 3,
+            ..config()
+        };
+        let mut h = Harness::new(cfg, true);
+        h.take();
+        let p0 = h.s.progress();
+        h.reply("NOOP\r\nRSET\r\nBOGUS\r\n");
+        assert_eq!(h.s.progress(), p0, "no progress before HELO/EHLO");
+        // EHLO is the third junk command, and progress.
+        h.reply("EHLO c\r\n");
+        assert_eq!(h.s.progress(), p0 + 1);
+        // A message's data resets the count.
+        h.reply("MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nDATA\r\n.\r\n");
+        assert_eq!(h.messages.len(), 1);
+        assert_eq!(
+            h.reply("NOOP\r\nVRFY x\r\nHELP\r\n")
+                .matches("\r\n")
+                .count(),
+            3
+        );
+        assert_eq!(
+            h.reply("RSET\r\nNOOP\r\n"),
+            "421 4.7.0 mx.example Too many commands without a transaction\r\n"
+        );
+        assert!(h.s.wants_close());
+    }
+
+    #[test]
+    fn auth_answers_and_lifetime() {
+        let cfg = Arc::new(ServerConfig {
+            auth_enabled: true,
+            auth_without_tls: true,
+            ..config()
+        });
+        let auth = format!("EHLO c\r\nAUTH PLAIN {}\r\n", plain("u", "p"));
+        let run = |answer: AuthAnswer| {
+            let mut s = ServerSession::new(cfg.clone(), peer(false));
+            let n = s.handle_input(auth.as_bytes(), NOW);
+            assert_eq!(n, auth.len());
+            assert!(matches!(s.poll_event(), Some(Event::Auth { .. })));
+            s.auth_answer(answer);
+            let mut out = Vec::new();
+            s.poll_transmit(&mut out);
+            let text = String::from_utf8(out).unwrap();
+            let last = text.lines().last().unwrap_or_default().to_string();
+            (last, s.wants_close(), s.error_count())
+        };
+        assert_eq!(
+            run(AuthAnswer::Unavailable),
+            (
+                "454 4.7.0 Temporary authentication failure".into(),
+                false,
+                0
+            )
+        );
+        assert_eq!(
+            run(AuthAnswer::LockedOut),
+            (
+                "421 4.7.0 mx.example Too many failed authentications, try again later".into(),
+                true,
+                0
+            )
+        );
+        assert_eq!(
+            run(AuthAnswer::Rejected),
+            (
+                "535 5.7.8 Authentication credentials invalid".into(),
+                false,
+                1
+            )
+        );
+        let mut h = Harness::ready(config());
+        h.feed(b"MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nDATA\r\nhalf a mess");
+        h.take();
+        h.s.expire();
+        let mut out = Vec::new();
+        h.s.poll_transmit(&mut out);
+        assert_eq!(
+            out,
+            b"421 4.4.2 mx.example Error: session lifetime exceeded\r\n"
+        );
+        assert!(h.s.wants_close());
+        assert_eq!(h.s.handle_input(b"age\r\n.\r\n", NOW), 0);
         assert!(h.messages.is_empty());
     }
 

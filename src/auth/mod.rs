@@ -3,15 +3,34 @@
 //! Passwords are never stored in plaintext. Hashes are SHA-512-crypt (`$6$`,
 //! what `mkpasswd -m sha-512` and most Linux tooling produce) or argon2 in
 //! PHC form (`$argon2id$…`, what `sluice passwd` produces). Verification is
-//! deliberately slow, so ingress runs it off the core's executor.
+//! deliberately slow, so ingress runs it on a pool of its own
+//! ([`pool::Verifier`]), never on a core's executor or its blocking thread.
+
+pub mod pool;
 
 use std::collections::HashMap;
 use std::path::Path;
+
+thread_local! {
+    /// Password hashes computed on this thread: lets tests check that an
+    /// unknown user costs exactly one hash, like a known one.
+    static HASHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Password hashes computed so far on the calling thread.
+pub fn hashes_computed() -> u64 {
+    HASHES.with(|h| h.get())
+}
 
 /// Users allowed to authenticate, with their password hashes.
 #[derive(Debug, Default, Clone)]
 pub struct Users {
     hashes: HashMap<String, String>,
+    /// What an unknown user's password is checked against: a copy of the
+    /// first user's hash, so the cost (algorithm and parameters) is exactly
+    /// a real user's and response time does not tell which names exist.
+    /// The result is discarded.
+    decoy: Option<String>,
 }
 
 impl Users {
@@ -24,6 +43,7 @@ impl Users {
     /// Parses `user:hash` lines; `#` starts a comment.
     pub fn parse(text: &str) -> Result<Users, (usize, String)> {
         let mut hashes = HashMap::new();
+        let mut decoy = None;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -44,8 +64,9 @@ impl Users {
             if hashes.insert(user.to_string(), hash.to_string()).is_some() {
                 return Err((i + 1, format!("user `{user}` is listed twice")));
             }
+            decoy.get_or_insert_with(|| hash.to_string());
         }
-        Ok(Users { hashes })
+        Ok(Users { hashes, decoy })
     }
 
     /// Number of users.
@@ -58,21 +79,23 @@ impl Users {
         self.hashes.is_empty()
     }
 
-    /// Checks a password. Unknown users cost a verification too, so timing
-    /// does not reveal which user names exist.
+    /// Checks a password. An unknown user costs the same hash as a known
+    /// one (see `decoy`), so timing does not reveal which names exist.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        const DECOY: &str = "$6$rounds=5000$sluicedecoysalt$";
-        match self.hashes.get(user) {
-            Some(hash) => verify_hash(hash, password),
-            None => {
-                let _ = verify_hash(DECOY, password);
+        match (self.hashes.get(user), &self.decoy) {
+            (Some(hash), _) => verify_hash(hash, password),
+            (None, Some(decoy)) => {
+                let _ = verify_hash(decoy, password);
                 false
             }
+            // No users at all: nothing to tell apart.
+            (None, None) => false,
         }
     }
 }
 
 fn verify_hash(hash: &str, password: &str) -> bool {
+    HASHES.with(|h| h.set(h.get().wrapping_add(1)));
     if hash.starts_with("$6$") {
         sha_crypt::sha512_check(password, hash).is_ok()
     } else {
@@ -116,6 +139,37 @@ mod tests {
         let users = Users::parse(&format!("bob:{h}")).unwrap();
         assert!(users.verify("bob", "hunter2"));
         assert!(!users.verify("bob", "hunter3"));
+    }
+
+    /// Unknown and known users cost one hash each, with the same
+    /// parameters, and take comparable time (the old decoy was a cheap
+    /// SHA-512-crypt hash whatever the users' algorithm: an argon2 user
+    /// answered many times slower than an unknown name).
+    #[test]
+    fn unknown_users_cost_the_same_hash_as_known_ones() {
+        let h = hash_password("s3cret").unwrap();
+        let users = Users::parse(&format!("alice:{h}\n")).unwrap();
+        let time = |user: &str| {
+            (0..3)
+                .map(|_| {
+                    let before = hashes_computed();
+                    let t = std::time::Instant::now();
+                    assert!(!users.verify(user, "wrong"));
+                    let took = t.elapsed();
+                    assert_eq!(hashes_computed(), before + 1, "{user}");
+                    took
+                })
+                .min()
+                .unwrap()
+        };
+        let known = time("alice");
+        let unknown = time("mallory");
+        assert!(
+            unknown * 2 >= known && known * 2 >= unknown,
+            "unknown user {unknown:?} vs known user {known:?}"
+        );
+        // Same algorithm and parameters: the decoy is a user's hash.
+        assert_eq!(users.decoy.as_deref(), Some(h.as_str()));
     }
 
     #[test]
