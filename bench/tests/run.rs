@@ -105,6 +105,7 @@ fn committed_scenarios_parse() {
             "fanout",
             "hung",
             "hung-baseline",
+            "many-domains",
             "relay-1k",
             "relay-1k-journal",
             "relay-1k-postfix",

@@ -124,6 +124,9 @@ impl FromStr for ProviderShare {
     }
 }
 
+/// Most synthetic domains a run may name.
+pub const MAX_DOMAINS: usize = 1 << 22;
+
 /// How recipients are spread over the domains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -316,8 +319,10 @@ impl InjectOptions {
         if self.domains == 0 && self.providers.is_empty() {
             return bad("need at least one domain or provider");
         }
-        if self.domains > usize::from(u16::MAX) {
-            return bad("at most 65535 domains");
+        // Each connection counts per domain (8 bytes a domain), so a few
+        // million domains already cost hundreds of MB across connections.
+        if self.domains > MAX_DOMAINS {
+            return bad("at most 4194304 domains");
         }
         if self.zipf.is_some_and(|s| !s.is_finite() || s < 0.0) {
             return bad("zipf exponent must be >= 0");

@@ -226,7 +226,7 @@ struct Conn {
     wbuf: Vec<u8>,
     pending: VecDeque<Pending>,
     /// Domain index and acceptance of every outstanding recipient, in order.
-    rcpts: VecDeque<(u16, bool)>,
+    rcpts: VecDeque<(u32, bool)>,
     /// Whether the last lock-step command was refused.
     last_failed: bool,
 }
@@ -558,7 +558,8 @@ impl Conn {
             (seq + i as u64) % 1000,
             domain
         );
-        self.rcpts.push_back((d as u16, false));
+        self.rcpts
+            .push_back((u32::try_from(d).unwrap_or(u32::MAX), false));
         if let Some(p) = self.pending.back_mut() {
             p.nrcpt += 1;
         }
@@ -646,7 +647,7 @@ impl Conn {
         for _ in 0..p.nrcpt {
             if let Some((d, accepted)) = self.rcpts.pop_front() {
                 if ok && accepted {
-                    if let Some(n) = self.stats.per_domain.get_mut(usize::from(d)) {
+                    if let Some(n) = self.stats.per_domain.get_mut(d as usize) {
                         *n += 1;
                     }
                 }
