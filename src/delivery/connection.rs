@@ -121,7 +121,8 @@ pub async fn run(mut slot: Slot) {
         .borrow()
         .avoided_mx(std::time::Instant::now())
         .map(str::to_string);
-    let mut hosts = match engine.settings.own_addresses.check(&route.hosts) {
+    let checked = engine.settings.own_addresses.borrow().check(&route.hosts);
+    let mut hosts = match checked {
         HostsAfterLoopCheck::Usable(hosts) => hosts,
         HostsAfterLoopCheck::LoopsToSelf { host, addr } => {
             let text = format!(

@@ -49,7 +49,7 @@ pub struct EngineSettings {
     /// Whether to verify server certificates on STARTTLS.
     pub tls_verify: bool,
     /// Where delivery would reach our own listeners (mail loops).
-    pub own_addresses: super::loop_guard::OwnAddresses,
+    pub own_addresses: RefCell<super::loop_guard::OwnAddresses>,
     /// A destination with nothing queued, running or remembered is
     /// forgotten after this long without activity.
     pub destination_expiry: Cell<Duration>,
@@ -390,6 +390,10 @@ impl Engine {
         self.settings
             .destination_expiry
             .set(c.delivery.destination_expiry.0);
+        self.settings.own_addresses.borrow_mut().reconfigure(
+            &c.delivery.own_addresses,
+            super::loop_guard::interface_addresses(),
+        );
         *self.queues.borrow_mut() = queues.clone();
         let dests: Vec<Rc<Dest>> = self.dests.borrow().values().cloned().collect();
         for d in dests {
@@ -1137,11 +1141,16 @@ impl Engine {
     /// sweep every quarter of it. Per-destination state is otherwise kept
     /// for every domain ever mailed (a million domains, a million entries,
     /// walked by every reload and status call).
+    /// `destination_expiry = 0` turns it off (checked again each minute, so
+    /// a reload can turn it on).
     pub async fn expiry_loop(self: Rc<Self>) {
         loop {
-            let every =
-                (self.settings.destination_expiry.get() / 4).max(Duration::from_millis(250));
-            glommio::timer::sleep(every).await;
+            let expiry = self.settings.destination_expiry.get();
+            if expiry.is_zero() {
+                glommio::timer::sleep(Duration::from_secs(60)).await;
+                continue;
+            }
+            glommio::timer::sleep((expiry / 4).max(Duration::from_millis(250))).await;
             self.expire_idle(Instant::now());
         }
     }
@@ -1151,27 +1160,35 @@ impl Engine {
     /// A destination goes when nothing else holds it (no connection, retry,
     /// starved wait: only the map's `Rc` left), nothing waits in it, it is
     /// not paused, its shaping state holds nothing a new one would lack
-    /// ([`Shaper::holds_state`](super::shaping::Shaper::holds_state)), and
+    /// ([`Shaper::retention`](super::shaping::Shaper::retention); learned limits six times as long), and
     /// enough consecutive sweeps saw no activity. Its warm-up count for
     /// today is kept aside and given back if the domain comes again.
     pub fn expire_idle(&self, now: Instant) -> usize {
-        let sweeps_needed = 4;
+        use super::shaping::Retention;
+        // Four sweeps a quarter of the expiry apart; limits learned from a
+        // receiver's throttling are kept six times as long.
+        const SWEEPS: u32 = 4;
+        const LEARNED_SWEEPS: u32 = 6 * SWEEPS;
         let today = super::shaping::warmup::Warmup::day_of(unix_now());
         let mut gone: Vec<Rc<str>> = Vec::new();
         for (key, d) in self.dests.borrow().iter() {
-            let idle = Rc::strong_count(d) == 1
+            let unused = Rc::strong_count(d) == 1
                 && d.waiting.borrow().is_empty()
                 && d.active.get() == 0
                 && d.idle.get() == 0
-                && !d.ctl.paused.get()
-                && !d.shaper.borrow_mut().holds_state(now);
-            if !idle || d.seen.replace(false) {
+                && !d.ctl.paused.get();
+            let needed = match d.shaper.borrow_mut().retention(now) {
+                Retention::Nothing => SWEEPS,
+                Retention::Learned => LEARNED_SWEEPS,
+                Retention::Live => u32::MAX,
+            };
+            if !unused || needed == u32::MAX || d.seen.replace(false) {
                 d.idle_sweeps.set(0);
                 continue;
             }
             let n = d.idle_sweeps.get().saturating_add(1);
             d.idle_sweeps.set(n);
-            if n >= sweeps_needed {
+            if n >= needed {
                 gone.push(key.clone());
             }
         }

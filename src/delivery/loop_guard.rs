@@ -12,8 +12,8 @@
 //! "Ours" is a listening socket's address and port. A listener on the
 //! unspecified address (`0.0.0.0:25`, `[::]:25`) is reached through every
 //! local address: the loopback networks, `0.0.0.0` itself (which Linux
-//! connects to the local host) and the addresses on the interfaces when the
-//! engine was built or reloaded. Addresses that reach us from outside (NAT,
+//! connects to the local host) and the addresses on the interfaces, read
+//! when the engine is built and again at every reload (SIGHUP). Addresses that reach us from outside (NAT,
 //! a load balancer) are configured in `delivery.own_addresses`.
 
 use crate::dns::MxHost;
@@ -47,6 +47,9 @@ impl<'de> serde::Deserialize<'de> for OwnAddress {
 /// The addresses that would deliver mail back to us.
 #[derive(Debug, Clone, Default)]
 pub struct OwnAddresses {
+    /// From the listeners: fixed for the life of the process.
+    listeners: Vec<OwnAddress>,
+    /// The listeners' entries, then `delivery.own_addresses`.
     own: Vec<OwnAddress>,
     /// Addresses on this host's interfaces, for unspecified listeners.
     local: Vec<IpAddr>,
@@ -80,8 +83,21 @@ impl OwnAddresses {
                 }
             })
             .collect();
+        let listeners = own.clone();
         own.extend_from_slice(extra);
-        OwnAddresses { own, local }
+        OwnAddresses {
+            listeners,
+            own,
+            local,
+        }
+    }
+
+    /// Takes a reloaded `delivery.own_addresses` and a fresh reading of the
+    /// interface addresses (one added since start is then ours too).
+    pub fn reconfigure(&mut self, extra: &[OwnAddress], local: Vec<IpAddr>) {
+        self.own.clone_from(&self.listeners);
+        self.own.extend_from_slice(extra);
+        self.local = local;
     }
 
     /// Whether connecting to `addr` would reach one of our listeners.

@@ -318,11 +318,11 @@ fn build_engine(
         connect_timeout: std::cell::Cell::new(c.delivery.connect_timeout.0),
         destination_expiry: std::cell::Cell::new(c.delivery.destination_expiry.0),
         tls_verify: c.delivery.tls_verify,
-        own_addresses: crate::delivery::loop_guard::OwnAddresses::new(
+        own_addresses: std::cell::RefCell::new(crate::delivery::loop_guard::OwnAddresses::new(
             listeners,
             &c.delivery.own_addresses,
             crate::delivery::loop_guard::interface_addresses(),
-        ),
+        )),
     };
     let log_path = c
         .delivery

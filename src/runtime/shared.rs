@@ -158,9 +158,6 @@ fn needs_restart(old: &Config, fresh: &Config) -> Vec<&'static str> {
     if old.route != fresh.route {
         v.push("route");
     }
-    if old.delivery.own_addresses != fresh.delivery.own_addresses {
-        v.push("delivery.own_addresses");
-    }
     if old.auth.verify_threads != fresh.auth.verify_threads {
         v.push("auth.verify_threads");
     }

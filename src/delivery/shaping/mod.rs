@@ -189,6 +189,18 @@ impl Sources<'_> {
     }
 }
 
+/// What a destination's shaping state would lose if it were forgotten
+/// ([`Shaper::retention`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Nothing a new shaper would not have.
+    Nothing,
+    /// Limits learned from the receiver's replies.
+    Learned,
+    /// State in force now (suspension, refilling buckets, a wake-up).
+    Live,
+}
+
 /// Why a destination or transaction must wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
@@ -374,17 +386,27 @@ impl Shaper {
         }
     }
 
-    /// Whether forgetting this state at `now` would change what is sent:
-    /// a suspension or an avoided MX still running, or a static rate limit
-    /// not yet refilled (a new shaper would start with a full burst). The
-    /// learned rate of an idle destination is let go, as a new connection
-    /// after a long pause would find the receiver in a new state anyway.
+    /// What forgetting this state at `now` would lose. `Live`: a
+    /// suspension or an avoided MX still running, a static rate limit or
+    /// the pace not yet refilled (a new shaper would start with a full
+    /// burst), a wake-up armed. `Learned`: the controller holds a rate or
+    /// connection cap a receiver's throttling taught it; a new shaper would
+    /// start at full speed, so this is kept far longer than an idle
+    /// destination's (until the receiver has surely forgotten us too).
     /// Warm-up counts are handed back to the engine before the state goes.
-    pub fn holds_state(&mut self, now: Instant) -> bool {
-        self.ctl.suspended_until().is_some_and(|t| now < t)
+    pub fn retention(&mut self, now: Instant) -> Retention {
+        let live = self.ctl.suspended_until().is_some_and(|t| now < t)
             || self.avoided_mx(now).is_some()
             || !self.buckets.all_full(now)
-            || self.wake_armed
+            || self.pace.as_mut().is_some_and(|p| !p.is_full(now))
+            || self.wake_armed;
+        if live {
+            Retention::Live
+        } else if self.ctl.rate().is_some() || self.ctl.concurrency_cap().is_some() {
+            Retention::Learned
+        } else {
+            Retention::Nothing
+        }
     }
 
     /// Avoid the MX host `name` for `d` (a `next-mx` rule).
@@ -528,5 +550,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(q.queue_max_messages.per_second, Some(25.0));
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    #[test]
+    fn what_forgetting_a_shaper_would_lose() {
+        let now = Instant::now();
+        let mut fresh = Shaper::default();
+        assert_eq!(fresh.retention(now), Retention::Nothing);
+
+        let mut avoiding = Shaper::default();
+        avoiding.avoid_mx("mx1.test", now + Duration::from_secs(60));
+        assert_eq!(avoiding.retention(now), Retention::Live);
+        assert_eq!(
+            avoiding.retention(now + Duration::from_secs(61)),
+            Retention::Nothing
+        );
+
+        let mut suspended = Shaper::default();
+        suspended.ctl.suspend(now, Duration::from_secs(60), "test");
+        assert_eq!(suspended.retention(now), Retention::Live);
+
+        // A receiver's throttling taught it a limit: kept, but not live.
+        let mut taught = Shaper::default();
+        taught.ctl.throttled(now, 0.5, "421 slow down");
+        assert!(
+            taught.ctl.rate().is_some() || taught.ctl.concurrency_cap().is_some(),
+            "the throttle set no limit"
+        );
+        assert_eq!(taught.retention(now), Retention::Learned);
     }
 }
