@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CPU use during a `sluice-bench run`, for lining up with its report.
+"""CPU and memory use during a `sluice-bench run`, for lining up with its report.
 
     cpu-sample.py BENCH_PID OUT.jsonl [INTERVAL_SECS]
 
@@ -7,7 +7,9 @@ Until BENCH_PID exits, writes one JSON line per interval (default 0.25 s):
 `t` (Unix time), `cpu` (the machine's /proc/stat "cpu" line: user nice
 system idle iowait irq softirq steal, in clock ticks), `sut` (CPU ticks,
 user + system, of the `sluice` process BENCH_PID started; null before it
-runs) and `bench` (the same for BENCH_PID: injector, sink, DNS stub).
+runs), `bench` (the same for BENCH_PID: injector, sink, DNS stub), and
+`sut_rss_kib` / `sut_hwm_kib` (the sluice process's VmRSS and its peak,
+VmHWM; the last line with a value carries the run's peak RSS).
 `throttled-summary.py` turns them into CPU seconds over the report's
 steady window (the report's `started_unix` is the zero of its series).
 """
@@ -43,6 +45,17 @@ def child_named(ppid, name):
     return None
 
 
+def status_kib(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def machine():
     with open("/proc/stat") as f:
         for line in f:
@@ -69,6 +82,8 @@ def main():
                     "cpu": machine(),
                     "sut": ticks(sut) if sut else None,
                     "bench": b,
+                    "sut_rss_kib": status_kib(sut, "VmRSS") if sut else None,
+                    "sut_hwm_kib": status_kib(sut, "VmHWM") if sut else None,
                 }
             )
             + "\n"
