@@ -203,8 +203,8 @@ fn read_message<'a>(
     loc: Loc,
 ) -> Result<record::MsgView<'a>, JournalError> {
     let f = frame_at(path, data, loc)?;
-    let v1 = frame::parse_segment_header(data).is_ok_and(|s| s.key.is_none());
-    match record::decode(f.ty, f.payload, v1) {
+    let format = frame::parse_segment_header(data).map_or(frame::Format::V2, |s| s.format());
+    match record::decode(f.ty, f.payload, format) {
         Some(Ok(Record::Message(m))) => Ok(m),
         _ => Err(JournalError::Corrupt {
             path: path.to_path_buf(),

@@ -63,12 +63,29 @@ pub(crate) struct Seg {
 impl Seg {
     /// Where the first frame starts.
     pub fn header_len(&self) -> usize {
-        if self.key.is_some() {
-            SEGMENT_HEADER
-        } else {
-            SEGMENT_HEADER_V1
+        match self.format() {
+            Format::V2 => SEGMENT_HEADER,
+            Format::V1 => SEGMENT_HEADER_V1,
         }
     }
+
+    /// The segment's format version.
+    pub fn format(&self) -> Format {
+        if self.key.is_some() {
+            Format::V2
+        } else {
+            Format::V1
+        }
+    }
+}
+
+/// A segment's format version: what its frames and records look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Written before frames were tagged: read only, never resynchronised.
+    V1,
+    /// Tagged frames; message records carry their recipient count.
+    V2,
 }
 
 /// A fresh random key for a new segment.

@@ -14,7 +14,7 @@
 //! rest of such a segment is reported as damage (or cut, when it is the
 //! torn tail of the last segment).
 
-use super::frame::{self, Bad, BadHeader, Seg, SEGMENT_HEADER};
+use super::frame::{self, Bad, BadHeader, Format, Seg, SEGMENT_HEADER};
 use super::index::{Applied, IdMap, Index, Loc};
 use super::io::{list_segments, read_segment};
 use super::record::{self, Record, F_COPY, F_EIGHT_BIT, F_SMTPUTF8};
@@ -143,7 +143,8 @@ fn replay_from(
                 pos = buf.len();
             }
         }
-        let v1 = ctx.key.is_none();
+        let format = ctx.format();
+        let v1 = format == Format::V1;
         while pos < buf.len() {
             let f = match frame::parse_at(&buf, pos, &ctx) {
                 Ok(f) => f,
@@ -193,7 +194,7 @@ fn replay_from(
                 off: pos as u64,
                 len: f.len as u32,
             };
-            match record::decode(f.ty, f.payload, v1) {
+            match record::decode(f.ty, f.payload, format) {
                 None => {
                     tracing::warn!(segment = %path.display(), offset = pos, ty = f.ty, "journal: record of unknown type skipped");
                     rec.stats.unknown_records += 1;
