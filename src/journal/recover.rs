@@ -11,8 +11,17 @@
 //! checks out where it was found (`frame.rs`): a frame planted inside a
 //! message body is never accepted. In a version 1 segment (no tags) that
 //! cannot be told, so nothing after its first bad frame is applied; the
-//! rest of such a segment is reported as damage (or cut, when it is the
-//! torn tail of the last segment).
+//! rest of such a segment is reported as damage, or cut when it is the
+//! torn tail of the last segment, which is decided from the bytes that are
+//! there (`frame::looks_torn`), never by scanning for later frames.
+//!
+//! A segment header that fails its CRC costs the header, not the segment:
+//! its frames are read with the key found in its place and the number in
+//! the file name, and only frames whose tag checks out are accepted
+//! (`frame::salvage`). A header that checks out but names another number
+//! than its file (a copy, a backup restored under another name) is damage
+//! and none of its frames are applied: its records would be replayed a
+//! second time, out of order.
 
 use super::frame::{self, Bad, BadHeader, Format, Seg, SEGMENT_HEADER};
 use super::index::{Applied, IdMap, Index, Loc};
