@@ -136,11 +136,14 @@ fn replay_from(
                     0,
                     buf.len(),
                     &format!(
-                        "segment header names segment {:016x}, not the file's number; \
-                         not read (rename it back to replay it)",
+                        "segment header names segment {:016x}, not the file's number \
+                         (a copy or a renamed file): not read, left in place",
                         s.seq
                     ),
                 );
+                // Out of the bookkeeping, so retirement never deletes what
+                // may be an operator's only copy of that segment.
+                index.segs.remove(&seq);
                 continue;
             }
             Err(BadHeader::Invalid) if buf.len() < SEGMENT_HEADER && last => {

@@ -902,9 +902,18 @@ fn a_segment_whose_header_names_another_number_is_not_replayed() {
         "{}",
         d[0].reason
     );
-    // The journal opens on it and goes on after it.
-    let (_j, rec) = open(dir);
-    assert_eq!(view(&rec), v);
+    // The journal opens on it, goes on after it, and leaves it in place.
+    run(async {
+        let (j, rec) = open(dir);
+        assert_eq!(view(&rec), v);
+        j.append_delivered(1, 1).unwrap();
+        j.commit().await.unwrap();
+        j.retire().await.unwrap();
+    });
+    assert!(io::seg_path(dir, seq + 5).exists());
+    let rec = recover_dir(dir).unwrap();
+    assert!(rec.messages.is_empty());
+    assert_eq!(rec.stats.damaged.len(), 1);
 }
 
 /// A version 1 segment: message 1, a damaged message 2, then `mb` MiB of
