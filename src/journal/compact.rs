@@ -81,6 +81,7 @@ impl Journal {
         let Some(info) = st.index.segs.get(&seq) else {
             return Ok(0);
         };
+        let seg = frame::segment_of(data, seq);
         let mut ids = info.msgs.clone();
         ids.sort_unstable();
         ids.dedup();
@@ -106,7 +107,7 @@ impl Journal {
             if list.is_empty() {
                 continue;
             }
-            let view = read_message(path, data, loc)?;
+            let view = read_message(path, data, seg.as_ref(), loc)?;
             let addr = |i: u32| {
                 view.rcpts
                     .iter()
@@ -147,7 +148,7 @@ impl Journal {
             .chain(st.effects.iter())
             .any(|e| matches!(e.kind, EffectKind::Checkpoint));
         if let Some(loc) = st.index.checkpoint.filter(|c| c.seg == seq && !newer) {
-            let f = frame_at(path, data, loc)?;
+            let f = frame_at(path, data, seg.as_ref(), loc)?;
             let bytes = f.payload.to_vec();
             let len = frame::encode(&mut st.buf, T_CHECKPOINT, |b| b.extend_from_slice(&bytes))
                 .map_err(record::too_large)?;
@@ -177,9 +178,13 @@ fn pending_outcomes<'a>(
     m
 }
 
+/// The frame at `loc` of a segment whose bytes are `data`, read as `seg`
+/// (`frame::segment_of`: the same reading as recovery's, a damaged header
+/// included).
 fn frame_at<'a>(
     path: &std::path::Path,
     data: &'a [u8],
+    seg: Option<&frame::Seg>,
     loc: Loc,
 ) -> Result<frame::Frame<'a>, JournalError> {
     let corrupt = |reason: &str| JournalError::Corrupt {
@@ -187,9 +192,8 @@ fn frame_at<'a>(
         offset: loc.off,
         reason: reason.to_string(),
     };
-    let seg = frame::parse_segment_header(data)
-        .map_err(|_| corrupt("segment header no longer checks out"))?;
-    let f = frame::parse_at(data, loc.off as usize, &seg)
+    let seg = seg.ok_or_else(|| corrupt("segment header no longer checks out"))?;
+    let f = frame::parse_at(data, loc.off as usize, seg)
         .map_err(|_| corrupt("record no longer checks out"))?;
     if f.len != loc.len as usize {
         return Err(corrupt("record length changed"));
@@ -200,11 +204,12 @@ fn frame_at<'a>(
 fn read_message<'a>(
     path: &std::path::Path,
     data: &'a [u8],
+    seg: Option<&frame::Seg>,
     loc: Loc,
 ) -> Result<record::MsgView<'a>, JournalError> {
-    let f = frame_at(path, data, loc)?;
-    let v1 = frame::parse_segment_header(data).is_ok_and(|s| s.key.is_none());
-    match record::decode(f.ty, f.payload, v1) {
+    let f = frame_at(path, data, seg, loc)?;
+    let format = seg.map_or(frame::Format::V2, |s| s.format());
+    match record::decode(f.ty, f.payload, format) {
         Some(Ok(Record::Message(m))) => Ok(m),
         _ => Err(JournalError::Corrupt {
             path: path.to_path_buf(),

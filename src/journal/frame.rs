@@ -63,12 +63,29 @@ pub(crate) struct Seg {
 impl Seg {
     /// Where the first frame starts.
     pub fn header_len(&self) -> usize {
-        if self.key.is_some() {
-            SEGMENT_HEADER
-        } else {
-            SEGMENT_HEADER_V1
+        match self.format() {
+            Format::V2 => SEGMENT_HEADER,
+            Format::V1 => SEGMENT_HEADER_V1,
         }
     }
+
+    /// The segment's format version.
+    pub fn format(&self) -> Format {
+        if self.key.is_some() {
+            Format::V2
+        } else {
+            Format::V1
+        }
+    }
+}
+
+/// A segment's format version: what its frames and records look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Written before frames were tagged: read only, never resynchronised.
+    V1,
+    /// Tagged frames; message records carry their recipient count.
+    V2,
 }
 
 /// A fresh random key for a new segment.
@@ -131,6 +148,64 @@ pub(crate) fn parse_segment_header(data: &[u8]) -> Result<Seg, BadHeader> {
         ),
     };
     Ok(Seg { seq, key })
+}
+
+/// How to read segment `seq` (the number in its file name), whose bytes
+/// are `data`, when its header does not check out, and where its first
+/// readable frame is; `None` if nothing in it can be trusted.
+///
+/// One bad sector in a header must not cost a whole segment of
+/// acknowledged mail. The header's key is taken from its place and the
+/// number from the file name, and the first frame whose tag checks out
+/// under them is looked for: a valid tag proves both were intact (a damaged
+/// key, or a file renamed from another number, makes every tag fail, and a
+/// planted frame cannot carry a valid tag). A version 1 header (magic and
+/// version intact) has no key to prove anything with; its frames are read
+/// only if one starts exactly where its header ends, as they always were.
+pub(crate) fn salvage(data: &[u8], seq: u64) -> Option<(Seg, usize)> {
+    let key = data.get(24..40).and_then(|k| Key::try_from(k).ok());
+    if let Some(key) = key {
+        let s = Seg {
+            seq,
+            key: Some(key),
+        };
+        // `resync` starts one past `from`: the first candidate is the
+        // first byte after a version 2 header.
+        if let Some(first) = resync(data, SEGMENT_HEADER - 1, &s) {
+            return Some((s, first));
+        }
+    }
+    let v1 = Seg { seq, key: None };
+    let looks_v1 = data.get(..8) == Some(&SEGMENT_MAGIC[..]) && u32_at(data, 8) == Some(1);
+    (looks_v1 && parse_at(data, SEGMENT_HEADER_V1, &v1).is_ok()).then_some((v1, SEGMENT_HEADER_V1))
+}
+
+/// How to read segment `seq` whose bytes are `data`: its header if it
+/// checks out and names `seq`, else what [`salvage`] finds.
+pub(crate) fn segment_of(data: &[u8], seq: u64) -> Option<Seg> {
+    match parse_segment_header(data) {
+        Ok(s) => (s.seq == seq).then_some(s),
+        Err(_) => salvage(data, seq).map(|(s, _)| s),
+    }
+}
+
+/// Whether the bytes from `pos` (where a frame is bad) are what an
+/// interrupted append leaves: a prefix of a frame, then possibly zeros
+/// (blocks the file system allocated but the crash never wrote), and
+/// nothing else. The writer only ever appends whole batches at the end, so
+/// a kill -9 or power loss cuts the last one short; complete-looking bytes
+/// that fail their CRC are damage. Decided without scanning for later
+/// frames (one pass, at most one CRC): a version 1 segment cannot tell a
+/// real frame from a planted one anyway, and a body full of planted magics
+/// must not make recovery quadratic.
+pub(crate) fn looks_torn(data: &[u8], pos: usize, seg: &Seg) -> bool {
+    let rest = data.get(pos..).unwrap_or_default();
+    let Some(last) = rest.iter().rposition(|&b| b != 0) else {
+        return true;
+    };
+    let end = pos.saturating_add(last).saturating_add(1);
+    data.get(..end)
+        .is_some_and(|d| parse_at(d, pos, seg).err() == Some(Bad::Short))
 }
 
 /// Appends one frame to `buf`, with the payload written by `payload` and

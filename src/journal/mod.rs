@@ -64,7 +64,11 @@
 //! [`DamagedRegion`] and reading resumes at the next intact frame: found by
 //! scanning for the frame magic, and accepted only if its keyed tag checks
 //! out at the offset where it was found (`frame.rs`), so a frame planted in
-//! a message body is never replayed. Every decoded value is bounded
+//! a message body is never replayed. A segment header that fails its CRC
+//! costs only the header when the frames after it prove its key (their
+//! tags check out under it and the file's number); a header naming another
+//! number than its file is damage and its frames are not applied. Version
+//! 1 segments are never resynchronised. Every decoded value is bounded
 //! (`record.rs`). Nothing is dropped without being counted. [`recover_dir`]
 //! does the same read-only, for another shard's directory.
 //!

@@ -26,6 +26,7 @@
 //! another block's bytes, or a version 1 segment must not be able to make
 //! recovery allocate billions of slots or overflow a clock.
 
+use super::frame::Format;
 use super::{JournalError, Outcome};
 
 pub(crate) const T_MESSAGE: u8 = 1;
@@ -143,11 +144,12 @@ pub(crate) fn put_message<'a>(
 /// Decodes a payload of type `ty`. `None` for an unknown type; `Err` with
 /// a reason when the payload does not parse (a CRC-clean frame that does
 /// not decode is a bug or a forged frame, and is reported like damage).
-/// `v1`: the record is from a version 1 segment (no `total`).
-pub(crate) fn decode(ty: u8, p: &[u8], v1: bool) -> Option<Result<Record<'_>, &'static str>> {
+/// `format`: that of the segment the record is in (a version 1 message
+/// record has no `total`).
+pub(crate) fn decode(ty: u8, p: &[u8], format: Format) -> Option<Result<Record<'_>, &'static str>> {
     let mut r = Reader { d: p, at: 0 };
     let rec = match ty {
-        T_MESSAGE => decode_message(&mut r, v1).map(Record::Message),
+        T_MESSAGE => decode_message(&mut r, format).map(Record::Message),
         T_DELIVERED | T_BOUNCED | T_EXPIRED | T_MOVED | T_DELETED | T_DEFERRED => {
             decode_outcome(ty, &mut r)
         }
@@ -180,7 +182,7 @@ fn decode_outcome<'a>(ty: u8, r: &mut Reader<'a>) -> Result<Record<'a>, &'static
     Ok(Record::Outcome { id, index, outcome })
 }
 
-fn decode_message<'a>(r: &mut Reader<'a>, v1: bool) -> Result<MsgView<'a>, &'static str> {
+fn decode_message<'a>(r: &mut Reader<'a>, format: Format) -> Result<MsgView<'a>, &'static str> {
     let id = r.varint()?;
     let accepted_unix = r.time()?;
     let flags = r.byte()?;
@@ -189,10 +191,10 @@ fn decode_message<'a>(r: &mut Reader<'a>, v1: bool) -> Result<MsgView<'a>, &'sta
     // recipient (indexes 0..n), a copy is held to a bound that keeps what
     // one record can make recovery allocate small (no version 1 journal
     // had messages anywhere near it).
-    let total = match (v1, flags & F_COPY != 0) {
-        (false, _) => r.u32()?,
-        (true, true) => V1_MAX_COPY_INDEX,
-        (true, false) => {
+    let total = match (format, flags & F_COPY != 0) {
+        (Format::V2, _) => r.u32()?,
+        (Format::V1, true) => V1_MAX_COPY_INDEX,
+        (Format::V1, false) => {
             u32::try_from(r.peek_varint()?).map_err(|_| "recipient count overflows")?
         }
     };
@@ -224,10 +226,9 @@ fn decode_message<'a>(r: &mut Reader<'a>, v1: bool) -> Result<MsgView<'a>, &'sta
     }
     let body = r.d.get(r.at..).ok_or("truncated")?;
     // A version 1 record does not say; its highest index is the best guess.
-    let total = if v1 {
-        rcpts.last().map_or(0, |p| p.index.saturating_add(1))
-    } else {
-        total
+    let total = match format {
+        Format::V1 => rcpts.last().map_or(0, |p| p.index.saturating_add(1)),
+        Format::V2 => total,
     };
     Ok(MsgView {
         id,
@@ -333,7 +334,7 @@ mod tests {
             rcpts.iter().copied(),
             b"body",
         );
-        let Some(Ok(Record::Message(m))) = decode(T_MESSAGE, &b, false) else {
+        let Some(Ok(Record::Message(m))) = decode(T_MESSAGE, &b, Format::V2) else {
             panic!("decode")
         };
         assert_eq!(
@@ -353,7 +354,7 @@ mod tests {
         for cut in 0..b.len() - 4 {
             // Cutting into the header or recipients never panics; it is
             // either an error or (in the body) a shorter body.
-            let _ = decode(T_MESSAGE, &b[..cut], false);
+            let _ = decode(T_MESSAGE, &b[..cut], Format::V2);
         }
 
         let o = Outcome::Deferred {
@@ -362,13 +363,14 @@ mod tests {
         };
         let mut b = Vec::new();
         put_outcome(&mut b, 7, 1, &o);
-        let Some(Ok(Record::Outcome { id, index, outcome })) = decode(outcome_type(&o), &b, false)
+        let Some(Ok(Record::Outcome { id, index, outcome })) =
+            decode(outcome_type(&o), &b, Format::V2)
         else {
             panic!("decode")
         };
         assert_eq!((id, index, outcome), (7, 1, o));
-        assert!(decode(99, &b, false).is_none());
-        assert!(matches!(decode(T_DELIVERED, &b, false), Some(Err(_))));
+        assert!(decode(99, &b, Format::V2).is_none());
+        assert!(matches!(decode(T_DELIVERED, &b, Format::V2), Some(Err(_))));
     }
 
     #[test]
@@ -383,7 +385,7 @@ mod tests {
                 rcpts.iter().map(|&(i, t)| (i, "a@b.test", 0, t)),
                 b"",
             );
-            decode(T_MESSAGE, &b, false).unwrap().is_ok()
+            decode(T_MESSAGE, &b, Format::V2).unwrap().is_ok()
         };
         assert!(msg(2, &[(0, 0), (1, 0)]));
         // Index at or past the count, repeated, out of order; a count past
@@ -403,9 +405,9 @@ mod tests {
                 next_attempt_unix: u64::MAX,
             },
         );
-        assert!(matches!(decode(T_DEFERRED, &b, false), Some(Err(_))));
+        assert!(matches!(decode(T_DEFERRED, &b, Format::V2), Some(Err(_))));
         let mut b = Vec::new();
         put_outcome(&mut b, 1, u32::MAX, &Outcome::Delivered);
-        assert!(matches!(decode(T_DELIVERED, &b, false), Some(Err(_))));
+        assert!(matches!(decode(T_DELIVERED, &b, Format::V2), Some(Err(_))));
     }
 }

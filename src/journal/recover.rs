@@ -11,10 +11,19 @@
 //! checks out where it was found (`frame.rs`): a frame planted inside a
 //! message body is never accepted. In a version 1 segment (no tags) that
 //! cannot be told, so nothing after its first bad frame is applied; the
-//! rest of such a segment is reported as damage (or cut, when it is the
-//! torn tail of the last segment).
+//! rest of such a segment is reported as damage, or cut when it is the
+//! torn tail of the last segment, which is decided from the bytes that are
+//! there (`frame::looks_torn`), never by scanning for later frames.
+//!
+//! A segment header that fails its CRC costs the header, not the segment:
+//! its frames are read with the key found in its place and the number in
+//! the file name, and only frames whose tag checks out are accepted
+//! (`frame::salvage`). A header that checks out but names another number
+//! than its file (a copy, a backup restored under another name) is damage
+//! and none of its frames are applied: its records would be replayed a
+//! second time, out of order.
 
-use super::frame::{self, Bad, BadHeader, Seg, SEGMENT_HEADER};
+use super::frame::{self, Bad, BadHeader, Format, Seg, SEGMENT_HEADER};
 use super::index::{Applied, IdMap, Index, Loc};
 use super::io::{list_segments, read_segment};
 use super::record::{self, Record, F_COPY, F_EIGHT_BIT, F_SMTPUTF8};
@@ -105,13 +114,8 @@ fn replay_from(
                 reason: reason.to_string(),
             });
         };
-        let mut ctx = Seg { seq, key: None };
-        let mut pos;
-        match frame::parse_segment_header(&buf) {
-            Ok(s) if s.seq == seq => {
-                ctx = s;
-                pos = s.header_len();
-            }
+        let (ctx, mut pos) = match frame::parse_segment_header(&buf) {
+            Ok(s) if s.seq == seq => (s, s.header_len()),
             Err(BadHeader::Version(v)) => {
                 return Err(JournalError::Corrupt {
                     path: path.clone(),
@@ -123,77 +127,99 @@ fn replay_from(
                 });
             }
             Ok(s) => {
-                // A renamed file: its frames are bound to the number in its
-                // header, so they are read under that one.
+                // A copy or a renamed file (a backup restored under another
+                // name): its records are already applied from the original,
+                // or belong at another place in the order; replaying them
+                // here would make delivered recipients pending again.
                 damage(
                     &mut rec,
                     0,
-                    s.header_len(),
-                    "segment header names another segment",
+                    buf.len(),
+                    &format!(
+                        "segment header names segment {:016x}, not the file's number \
+                         (a copy or a renamed file): not read, left in place",
+                        s.seq
+                    ),
                 );
-                ctx = s;
-                pos = s.header_len();
+                // Out of the bookkeeping, so retirement never deletes what
+                // may be an operator's only copy of that segment.
+                index.segs.remove(&seq);
+                continue;
             }
             Err(BadHeader::Invalid) if buf.len() < SEGMENT_HEADER && last => {
                 torn = Some((seq, 0));
-                pos = buf.len();
+                (Seg { seq, key: None }, buf.len())
             }
-            Err(BadHeader::Invalid) => {
-                damage(&mut rec, 0, buf.len(), "bad segment header");
-                pos = buf.len();
-            }
-        }
-        let v1 = ctx.key.is_none();
+            Err(BadHeader::Invalid) => match frame::salvage(&buf, seq) {
+                Some((s, first)) => {
+                    damage(
+                        &mut rec,
+                        0,
+                        first,
+                        "bad segment header; the frames after it that prove its key are read",
+                    );
+                    (s, first)
+                }
+                None => {
+                    damage(&mut rec, 0, buf.len(), "bad segment header");
+                    continue;
+                }
+            },
+        };
+        let format = ctx.format();
         while pos < buf.len() {
             let f = match frame::parse_at(&buf, pos, &ctx) {
                 Ok(f) => f,
-                Err(bad) => match frame::resync(&buf, pos, &ctx) {
-                    Some(_) if v1 => {
+                Err(bad) => {
+                    let next = match format {
                         // Whatever looks intact after this may be a frame
-                        // that was inside a body: not applied (module doc).
-                        damage(
+                        // that was inside a body: never looked for (module
+                        // doc).
+                        Format::V1 => None,
+                        Format::V2 => frame::resync(&buf, pos, &ctx),
+                    };
+                    match next {
+                        Some(next) => {
+                            damage(
+                                &mut rec,
+                                pos,
+                                next - pos,
+                                if bad == Bad::Short {
+                                    "frame overruns the next one"
+                                } else {
+                                    "bad frame"
+                                },
+                            );
+                            pos = next;
+                            continue;
+                        }
+                        None if last
+                            && (format == Format::V2 || frame::looks_torn(&buf, pos, &ctx)) =>
+                        {
+                            torn = Some((seq, pos as u64));
+                        }
+                        None if format == Format::V1 => damage(
                             &mut rec,
                             pos,
                             buf.len() - pos,
                             "bad frame in a version 1 segment; the rest of it is not read",
-                        );
-                        break;
-                    }
-                    Some(next) => {
-                        damage(
-                            &mut rec,
-                            pos,
-                            next - pos,
-                            if bad == Bad::Short {
-                                "frame overruns the next one"
-                            } else {
-                                "bad frame"
-                            },
-                        );
-                        pos = next;
-                        continue;
-                    }
-                    None if last => {
-                        torn = Some((seq, pos as u64));
-                        break;
-                    }
-                    None => {
-                        damage(
+                        ),
+                        None => damage(
                             &mut rec,
                             pos,
                             buf.len() - pos,
                             "bad frame at the end of a sealed segment",
-                        );
-                        break;
+                        ),
                     }
-                },
+                    break;
+                }
             };
             let loc = Loc {
                 seg: seq,
                 off: pos as u64,
                 len: f.len as u32,
             };
-            match record::decode(f.ty, f.payload, v1) {
+            match record::decode(f.ty, f.payload, format) {
                 None => {
                     tracing::warn!(segment = %path.display(), offset = pos, ty = f.ty, "journal: record of unknown type skipped");
                     rec.stats.unknown_records += 1;

@@ -782,6 +782,225 @@ fn a_frame_planted_in_a_damaged_body_is_skipped_and_later_records_recovered() {
 }
 
 #[test]
+fn a_damaged_segment_header_costs_the_header_not_the_segment() {
+    // Magic, version, number, CRC: any byte outside the key.
+    for byte in [3usize, 9, 17, 41] {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path();
+        let (path, seq, key, at, _) = victim_and_attacker(dir, true);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Forgeries in message 2's body too: a salvaged header must not
+        // let them in.
+        let forged = forgeries(seq, &key, at);
+        bytes[at..at + forged.len()].copy_from_slice(&forged);
+        bytes[byte] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let rec = recover_dir(dir).unwrap();
+        assert_not_forged(&rec);
+        assert_eq!(
+            rec.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![1, 3],
+            "byte {byte}"
+        );
+        // The header and message 2 are reported, nothing else.
+        let d = &rec.stats.damaged;
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert_eq!((d[0].segment, d[0].offset, d[0].len), (seq, 0, 48));
+
+        // The journal opens on it, and compaction reads it the same way:
+        // the messages are copied forward and the damaged file retires.
+        run(async {
+            let (j, rec) = open(dir);
+            assert_eq!(rec.messages.len(), 2);
+            assert_eq!(j.compact().await.unwrap(), 2);
+        });
+        assert!(!path.exists(), "the damaged segment was retired");
+        let (_j, rec) = open(dir);
+        assert_not_forged(&rec);
+        assert_eq!(
+            rec.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert!(rec.stats.damaged.is_empty(), "{:?}", rec.stats.damaged);
+    }
+
+    // A damaged key: no tag checks out, so nothing in the segment is
+    // trusted (forgeries included) and all of it is reported.
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let (path, seq, key, at, _) = victim_and_attacker(dir, true);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let forged = forgeries(seq, &key, at);
+    bytes[at..at + forged.len()].copy_from_slice(&forged);
+    bytes[30] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let rec = recover_dir(dir).unwrap();
+    assert!(rec.messages.is_empty(), "{:?}", view(&rec));
+    assert_eq!(rec.stats.records, 0);
+    let d = &rec.stats.damaged;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].offset, d[0].len), (0, bytes.len() as u64));
+
+    // A version 1 header (no key) with a damaged number: its frames are
+    // read from where its header ends, as before version 2.
+    use super::testing::*;
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let mut seg = segment_header_v1(1);
+    seg.extend(message_frame_v1(1, &["a@d.test"], b"one"));
+    seg.extend(outcome_frame_v1(1, 0, Outcome::Delivered));
+    seg.extend(message_frame_v1(2, &["b@d.test"], b"two"));
+    seg[17] ^= 0x01;
+    std::fs::write(io::seg_path(dir, 1), &seg).unwrap();
+    let rec = recover_dir(dir).unwrap();
+    assert_eq!(
+        rec.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![2]
+    );
+    assert_eq!(rec.stats.records, 3);
+    assert_eq!(rec.stats.damaged.len(), 1);
+    assert_eq!(rec.stats.damaged[0].len, 32);
+}
+
+#[test]
+fn a_segment_whose_header_names_another_number_is_not_replayed() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let seq = run(async {
+        let (j, _) = open(dir);
+        add(&j, 1, &["a@d.test", "b@d.test"], b"one");
+        j.commit().await.unwrap();
+        j.append_delivered(1, 0).unwrap();
+        j.commit().await.unwrap();
+        let st = j.sh.st.borrow();
+        st.active_seq
+    });
+    // An operator restores a backup of the segment under another name,
+    // taken before the delivery was recorded.
+    let bytes = std::fs::read(io::seg_path(dir, seq)).unwrap();
+    let first = frame::SEGMENT_HEADER
+        + frame::parse_at(
+            &bytes,
+            frame::SEGMENT_HEADER,
+            &frame::parse_segment_header(&bytes).unwrap(),
+        )
+        .unwrap()
+        .len;
+    std::fs::write(io::seg_path(dir, seq + 5), &bytes[..first]).unwrap();
+    let rec = recover_dir(dir).unwrap();
+    // Replaying the copy's message record would make the delivered
+    // recipient pending again: delivered twice.
+    let v = view(&rec);
+    assert_eq!(v[&1][0].2, RcptState::Delivered, "{v:?}");
+    assert_eq!(v[&1][1].2, PENDING);
+    assert_eq!(rec.stats.records, 2);
+    let d = &rec.stats.damaged;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].segment, d[0].len), (seq + 5, first as u64));
+    assert!(
+        d[0].reason.contains(&format!("{seq:016x}")),
+        "{}",
+        d[0].reason
+    );
+    // The journal opens on it, goes on after it, and leaves it in place.
+    run(async {
+        let (j, rec) = open(dir);
+        assert_eq!(view(&rec), v);
+        j.append_delivered(1, 1).unwrap();
+        j.commit().await.unwrap();
+        j.retire().await.unwrap();
+    });
+    assert!(io::seg_path(dir, seq + 5).exists());
+    let rec = recover_dir(dir).unwrap();
+    assert!(rec.messages.is_empty());
+    assert_eq!(rec.stats.damaged.len(), 1);
+}
+
+/// A version 1 segment: message 1, a damaged message 2, then `mb` MiB of
+/// planted frame magics, each claiming to run to just before the end of
+/// the segment (so every candidate would cost a CRC over the rest).
+fn v1_full_of_magics(mb: usize) -> Vec<u8> {
+    use super::testing::*;
+    let mut seg = segment_header_v1(1);
+    seg.extend(message_frame_v1(1, &["a@d.test"], b"one"));
+    let broken = seg.len() + 20;
+    seg.extend(message_frame_v1(2, &["b@d.test"], b"two"));
+    seg[broken] ^= 0x55;
+    let start = seg.len();
+    let end = start + (mb << 20);
+    while seg.len() + 16 <= end {
+        let claim = (end - seg.len() - 16) as u32;
+        seg.extend_from_slice(&frame::FRAME_MAGIC);
+        seg.extend_from_slice(&claim.to_le_bytes());
+        seg.extend_from_slice(&[0x5A; 8]);
+    }
+    seg
+}
+
+#[test]
+fn a_version_1_segment_full_of_planted_magics_is_read_in_linear_time() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let seg = v1_full_of_magics(4);
+    let len = seg.len() as u64;
+    std::fs::write(io::seg_path(&dir, 1), &seg).unwrap();
+    // Sealed (a later segment exists), then the last one.
+    std::fs::write(io::seg_path(&dir, 2), testing::segment_header_v1(2)).unwrap();
+    for sealed in [true, false] {
+        if !sealed {
+            std::fs::remove_file(io::seg_path(&dir, 2)).unwrap();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(recover_dir(&d));
+        });
+        let rec = rx
+            .recv_timeout(std::time::Duration::from_secs(2))
+            .expect("recovery of 4 MiB took more than 2 s")
+            .unwrap();
+        assert_eq!(
+            rec.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![1]
+        );
+        // Complete-looking bytes that fail their CRC are damage, kept and
+        // reported, not a torn tail to cut, even in the last segment.
+        assert!(rec.stats.torn_tail.is_none());
+        let d = &rec.stats.damaged;
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].offset + d[0].len, len);
+    }
+}
+
+#[test]
+fn a_torn_version_1_tail_is_told_from_damage_without_a_scan() {
+    use super::testing::*;
+    let mut seg = segment_header_v1(1);
+    seg.extend(message_frame_v1(1, &["a@d.test"], b"one"));
+    let at = seg.len();
+    let second = message_frame_v1(2, &["b@d.test"], b"two");
+    // What a kill -9 or power loss leaves: a prefix of the last append,
+    // possibly followed by zeros; anything else is damage.
+    let cases: [(Vec<u8>, bool); 6] = [
+        (second[..5].to_vec(), true),
+        (second[..second.len() - 1].to_vec(), true),
+        ([&second[..20], &[0u8; 100][..]].concat(), true),
+        (vec![0u8; 64], true),
+        ([&second[..], &second[..]].concat()[1..].to_vec(), false),
+        (vec![0xAB; 37], false),
+    ];
+    for (i, (tail, torn)) in cases.into_iter().enumerate() {
+        let mut s = seg.clone();
+        s.extend(&tail);
+        let rec = replay_bytes(&[(1, s)]).unwrap();
+        assert_eq!(rec.messages.len(), 1, "case {i}");
+        let want = torn.then_some((1, at as u64, tail.len() as u64));
+        assert_eq!(rec.stats.torn_tail, want, "case {i}");
+        assert_eq!(rec.stats.damaged.len(), usize::from(!torn), "case {i}");
+    }
+}
+
+#[test]
 fn version_1_segments_are_read_but_never_resynchronised() {
     use super::testing::*;
     let tmp = TempDir::new().unwrap();
