@@ -463,21 +463,13 @@ fn deleted_mail_stays_deleted_across_kill_9_and_a_clean_restart() {
     }
     lab.wait_log(&["\"event\":\"deleted\"", "gone@d2.test"], 1);
     for (round, clean) in [(1, false), (2, true)] {
-        let dir = {
-            let d = lab.sluice.take().unwrap();
-            if clean {
-                d.signal(nix::sys::signal::Signal::SIGTERM);
-                d.wait_log("sluice: stopped", 1);
-            }
+        let d = lab.sluice.take().unwrap();
+        let dir = if clean {
+            d.stop_keeping_state()
+        } else {
             d.kill()
         };
-        lab.sluice = Some(Daemon::start_in(dir, &base));
-        let log = lab.sluice().wait_log("recovered messages=", 1);
-        let line = log
-            .lines()
-            .rfind(|l| l.contains("recovered messages="))
-            .unwrap()
-            .to_string();
+        let line = lab.restart_on(dir, &base);
         assert!(line.contains(" pending=0 "), "round {round}: {line}");
         let (ok, v) = lab.ctl(&["resume", "d2.test"]);
         assert!(ok, "{v}");
@@ -592,13 +584,7 @@ fn frames_planted_in_a_body_are_never_replayed_after_a_torn_write() {
     bytes.truncate(at + forged.len() + 3);
     std::fs::write(&last, &bytes).unwrap();
 
-    lab.sluice = Some(Daemon::start_in(dir, &open));
-    let log = lab.sluice().wait_log("recovered messages=", 1);
-    let line = log
-        .lines()
-        .find(|l| l.contains("recovered messages="))
-        .unwrap()
-        .to_string();
+    let line = lab.restart_on(dir, &open);
     // Only the victim: the torn record is cut, nothing in it is replayed.
     assert!(
         line.contains("recovered messages=1 pending=1 already_final=0 "),
@@ -665,19 +651,8 @@ fn outcomes_a_full_disk_dropped_are_written_again_and_nothing_is_delivered_twice
     std::fs::remove_file(&filler).unwrap();
     // A clean stop commits what is buffered (it cannot bring back what a
     // failed batch dropped).
-    let dir = {
-        let d = lab.sluice.take().unwrap();
-        d.signal(nix::sys::signal::Signal::SIGTERM);
-        d.wait_log("sluice: stopped", 1);
-        d.kill()
-    };
-    lab.sluice = Some(Daemon::start_in(dir, &base));
-    let log = lab.sluice().wait_log("recovered messages=", 1);
-    let line = log
-        .lines()
-        .find(|l| l.contains("recovered messages="))
-        .unwrap()
-        .to_string();
+    let dir = lab.sluice.take().unwrap().stop_keeping_state();
+    let line = lab.restart_on(dir, &base);
     send(lab.sluice(), "s@sender.test", &["probe@d2.test"], 1);
     let r = lab.wait_sink("the probe", |r| {
         r.domains.get("d2.test").is_some_and(|d| d.accepted >= 1)

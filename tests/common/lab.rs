@@ -137,6 +137,17 @@ impl Lab {
         self.sluice = Some(Daemon::start_in(dir, &cfg));
     }
 
+    /// Starts sluice on `dir` (a stopped or killed daemon's state) with
+    /// `config`, and returns the journal's recovery line of the new run.
+    pub fn restart_on(&mut self, dir: tempfile::TempDir, config: &str) -> String {
+        self.sluice = Some(Daemon::start_in(dir, config));
+        let log = self.sluice().wait_log("recovered messages=", 1);
+        log.lines()
+            .rfind(|l| l.contains("recovered messages="))
+            .unwrap_or_else(|| panic!("no recovery line:\n{log}"))
+            .to_string()
+    }
+
     /// The configuration sluice was started with.
     pub fn config(&self) -> &str {
         &self.base

@@ -165,6 +165,14 @@ impl Daemon {
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
+    /// SIGTERM, wait for the summary line, and keep the state directory
+    /// for a restart.
+    pub fn stop_keeping_state(self) -> tempfile::TempDir {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_log("sluice: stopped", 1);
+        self.kill()
+    }
+
     /// SIGTERM, wait for exit, parse the summary line.
     pub fn stop(mut self) -> Stopped {
         self.signal(nix::sys::signal::Signal::SIGTERM);
