@@ -169,6 +169,42 @@ fn commands_without_a_transaction_are_capped() {
 }
 
 #[test]
+fn bdat_0_without_last_does_not_reset_the_junk_cap() {
+    // Default cap 100. Each round: a transaction that never carries a
+    // message (BDAT 0 without LAST), 50 NOOPs, RSET: 51 junk commands.
+    let d = Daemon::start("");
+    let mut c = Client::connect(d.addr);
+    expect(&c.reply(), "220 ");
+    expect(&c.cmd("EHLO client.test"), "250");
+    let mut round = b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<b@dest.test>\r\nBDAT 0\r\n".to_vec();
+    for _ in 0..50 {
+        round.extend_from_slice(b"NOOP\r\n");
+    }
+    round.extend_from_slice(b"RSET\r\n");
+    // Three rounds then QUIT: without the cap the client sees 221.
+    let mut all = round.repeat(3);
+    all.extend_from_slice(b"QUIT\r\n");
+    c.send(&all);
+    let mut replies = 0;
+    let last = loop {
+        let r = c.reply();
+        if r.starts_with("421") || r.starts_with("221") {
+            break r;
+        }
+        expect(&r, "250 ");
+        replies += 1;
+    };
+    expect(
+        &last,
+        "421 4.7.0 sluice.test Too many commands without a transaction",
+    );
+    // EHLO, 51 + 3 + 48 commands: the 100th junk one is the last served.
+    assert_eq!(replies, 3 + 51 + 3 + 48, "replies before the 421");
+    assert!(c.at_eof());
+    assert_eq!(d.stop().recipients, 0);
+}
+
+#[test]
 fn noop_before_ehlo_does_not_keep_a_session_alive() {
     let d = Daemon::start("[smtp]\nlisten = [\"127.0.0.1:0\"]\ncommand_timeout = \"1s\"\n");
     let mut c = Client::connect(d.addr);

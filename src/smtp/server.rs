@@ -89,8 +89,9 @@ pub struct ServerConfig {
     /// more get `554 5.4.6 Too many hops` (a mail loop).
     pub max_hops: u32,
     /// Commands that move no message (NOOP, RSET, VRFY, HELP, EHLO/HELO)
-    /// allowed since the last message data began; the next one gets
-    /// `421 4.7.0` and the session closes. 0: no cap.
+    /// allowed since the last message ended (end of DATA or `BDAT LAST`,
+    /// accepted or refused); the next one gets `421 4.7.0` and the session
+    /// closes. 0: no cap.
     pub max_junk_commands: u32,
 }
 
@@ -347,7 +348,7 @@ pub struct ServerSession {
     event: Option<Event>,
     awaiting: Option<Await>,
     errors: u32,
-    /// Commands that moved no message since the last message data began.
+    /// Commands that moved no message since the last message ended.
     junk: u32,
     progress: u64,
     closing: bool,
@@ -789,11 +790,6 @@ impl ServerSession {
         if junk && self.over_junk_limit() {
             return;
         }
-        let data = matches!(cmd, Command::Data | Command::Bdat { .. });
-        if data && self.txn.as_ref().is_some_and(|t| !t.recipients.is_empty()) {
-            // Message data: the session is doing its job.
-            self.junk = 0;
-        }
         match cmd {
             Command::Ehlo { domain } => self.cmd_hello(domain, true),
             Command::Helo { domain } => self.cmd_hello(domain, false),
@@ -1213,6 +1209,10 @@ impl ServerSession {
         let Some(mut txn) = self.txn.take() else {
             return;
         };
+        // A whole message: the session is doing its job. Only here, so
+        // that no command which moves no message for good (`BDAT 0`
+        // without LAST, a DATA the client never ends) resets the count.
+        self.junk = 0;
         let breaches = txn.scan.finish();
         txn.mark(breaches);
         if txn.bad != 0 {
@@ -1319,6 +1319,10 @@ impl ServerSession {
             // RFC 3030 leaves the transaction to us after a failed chunk;
             // we abort it so the client cannot build on a refused body.
             self.txn = None;
+            if chunk.last {
+                // A whole message, refused: as at the end of DATA.
+                self.junk = 0;
+            }
             return self.refuse(bad);
         }
         if chunk.last {
@@ -2478,6 +2482,44 @@ mod tests {
             "421 4.7.0 mx.example Too many commands without a transaction\r\n"
         );
         assert!(h.s.wants_close());
+    }
+
+    #[test]
+    fn only_a_whole_message_resets_the_junk_count() {
+        let cfg = ServerConfig {
+            max_junk_commands: 4,
+            ..config()
+        };
+        // MAIL, RCPT and a `BDAT 0` without LAST move no message: looping
+        // them between NOOPs does not escape the cap.
+        let mut h = Harness::ready(cfg.clone());
+        let round = "MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nBDAT 0\r\nNOOP\r\nNOOP\r\nRSET\r\n";
+        assert!(!h.reply(round).contains("421"));
+        let r = h.reply(round);
+        assert!(
+            r.ends_with("421 4.7.0 mx.example Too many commands without a transaction\r\n"),
+            "{r}"
+        );
+        assert!(h.s.wants_close());
+        assert!(h.messages.is_empty());
+
+        // `BDAT ... LAST` ends a message, accepted or refused: that resets.
+        let mut h = Harness::ready(cfg.clone());
+        for body in ["Subject: x\r\n\r\nok\r\n", "bare\rcr\r\n"] {
+            h.reply("NOOP\r\nNOOP\r\nNOOP\r\n");
+            h.reply(&format!(
+                "MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nBDAT {} LAST\r\n{body}",
+                body.len()
+            ));
+        }
+        assert_eq!(h.messages.len(), 1);
+        assert_eq!(
+            h.reply("NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n")
+                .matches("250 ")
+                .count(),
+            4
+        );
+        assert!(h.reply("NOOP\r\n").starts_with("421 4.7.0"));
     }
 
     #[test]
