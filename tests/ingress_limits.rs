@@ -111,8 +111,12 @@ fn sessions_per_address_and_per_network_are_capped() {
 
 #[test]
 fn a_session_is_closed_at_its_lifetime_even_when_busy() {
+    // 127.0.0.1 is the default relay_networks; 127.0.0.5 is outside it.
     let d = Daemon::start("[smtp]\nlisten = [\"127.0.0.1:0\"]\nmax_session_duration = \"2s\"\n");
-    let mut c = Client::connect(d.addr);
+    let mut relay = Client::connect(d.addr);
+    expect(&relay.reply(), "220 ");
+    expect(&relay.cmd("EHLO feeder.test"), "250");
+    let mut c = connect_from("127.0.0.5", d.addr);
     let start = Instant::now();
     expect(&c.reply(), "220 ");
     expect(&c.cmd("EHLO client.test"), "250");
@@ -131,6 +135,42 @@ fn a_session_is_closed_at_its_lifetime_even_when_busy() {
     assert!(r.contains("lifetime"), "{r}");
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    // The relay client, older than the lifetime by now, is not cut: a
+    // whole transaction still goes through.
+    assert!(start.elapsed() >= Duration::from_secs(2));
+    expect(&relay.cmd("MAIL FROM:<a@sender.test>"), "250");
+    expect(&relay.cmd("RCPT TO:<b@dest.test>"), "250");
+    expect(&relay.cmd("DATA"), "354");
+    expect(&relay.cmd("Subject: x\r\n\r\nbody\r\n."), "250 2.0.0");
+    expect(&relay.cmd("QUIT"), "221");
+    assert_eq!(d.stop().recipients, 1);
+}
+
+#[test]
+fn relay_clients_have_their_own_lifetime() {
+    let d = Daemon::start(
+        "[smtp]\nlisten = [\"127.0.0.1:0\"]\nmax_session_duration = 0\n\
+         relay_max_session_duration = \"1s\"\n",
+    );
+    let mut c = Client::connect(d.addr);
+    let start = Instant::now();
+    expect(&c.reply(), "220 ");
+    expect(&c.cmd("EHLO feeder.test"), "250");
+    let stop = Arc::new(AtomicBool::new(false));
+    keep_sending(
+        c.stream.try_clone().unwrap(),
+        b"NOOP\r\n",
+        Duration::from_millis(200),
+        stop.clone(),
+    );
+    let r = until_421(&mut c);
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    expect(&r, "421 4.4.2");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
         "closed after {took:?}"
     );
     d.stop();

@@ -58,8 +58,15 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
         }
     };
     let slot = shared.clients.admit(remote.ip(), caps);
-    // The session ends at this instant whatever it is doing.
-    let end = Some(live.smtp.max_session_duration.0)
+    // The session ends at this instant whatever it is doing. The lifetime
+    // bounds strangers holding slots; feeders keep long pipelined sessions
+    // open on purpose, and cutting them mid-transaction only costs a retry.
+    let lifetime = if peer.relay_allowed {
+        live.smtp.relay_max_session_duration.0
+    } else {
+        live.smtp.max_session_duration.0
+    };
+    let end = Some(lifetime)
         .filter(|d| !d.is_zero())
         .and_then(|d| started.checked_add(d));
     let mut session = if core.over_session_limit() {
