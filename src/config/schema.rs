@@ -294,6 +294,9 @@ pub struct AuthConfig {
     pub failure_window: Seconds,
     /// A failed AUTH is answered only after this delay. Default 1 s.
     pub failure_delay: Seconds,
+    /// A check not answered by the hashing threads within this (queue wait
+    /// included) is answered `454 4.7.0`. Default 10 s.
+    pub verify_timeout: Seconds,
 }
 
 impl Default for AuthConfig {
@@ -306,6 +309,7 @@ impl Default for AuthConfig {
             max_failures: 10,
             failure_window: Seconds(Duration::from_secs(15 * 60)),
             failure_delay: Seconds(Duration::from_secs(1)),
+            verify_timeout: Seconds(Duration::from_secs(10)),
         }
     }
 }

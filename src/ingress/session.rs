@@ -265,25 +265,33 @@ fn expire_or_time_out(session: &mut ServerSession, end: Option<Instant>, now: In
 /// out, hashed on the AUTH pool (never on this core or its blocking
 /// thread, which the journal needs), and a failure is answered only after
 /// `auth.failure_delay`, awaited on a timer without holding a pool slot.
+/// A check not answered within `auth.verify_timeout` is `454`.
 async fn check_auth(
     shared: &crate::runtime::Shared,
     ip: std::net::IpAddr,
     username: String,
     password: String,
 ) -> AuthAnswer {
-    let (limit, delay) = {
+    let (limit, delay, timeout) = {
         let live = shared.live.load();
         let limit = FailureLimit {
             max: live.auth.max_failures,
             window: live.auth.failure_window.0,
         };
-        (limit, live.auth.failure_delay.0)
+        (limit, live.auth.failure_delay.0, live.auth.verify_timeout.0)
     };
     if !shared.auth_failures.try_begin(ip, limit, Instant::now()) {
         return AuthAnswer::LockedOut;
     }
     let users = shared.users.load_full();
-    match shared.verifier.verify(users, username, password).await {
+    // The hashing threads run at nice 19: under full load a check may
+    // not be answered for a long time, and the client is better told 454.
+    let deadline = glommio::timer::sleep(timeout);
+    match shared
+        .verifier
+        .verify(users, username, password, deadline)
+        .await
+    {
         Ok(true) => {
             shared.auth_failures.succeeded(ip);
             AuthAnswer::Accepted

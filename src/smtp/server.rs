@@ -229,8 +229,9 @@ pub enum AuthAnswer {
     Accepted,
     /// They are not: `535 5.7.8` (counts as an error).
     Rejected,
-    /// They could not be checked now (the hashing pool is full):
-    /// `454 4.7.0`, the client may try again later.
+    /// They could not be checked now (the hashing pool is full or did not
+    /// answer in time): `454 4.7.0`, the client may try again later. It
+    /// counts toward `max_errors`.
     Unavailable,
     /// The client failed too often recently: `421 4.7.0` and close.
     LockedOut,
@@ -518,7 +519,10 @@ impl ServerSession {
         }
         self.pending_user = None;
         match answer {
-            AuthAnswer::Unavailable => self.push(wire::AUTH_UNAVAILABLE),
+            // Not the client's fault, but counted all the same: while the
+            // pool is full, 454 costs nothing, and a client must not be able
+            // to retry AUTH for ever on one session.
+            AuthAnswer::Unavailable => self.error(wire::AUTH_UNAVAILABLE),
             AuthAnswer::LockedOut => {
                 self.out.extend_from_slice(b"421 4.7.0 ");
                 push_sanitized(&mut self.out, self.config.hostname.as_bytes());
@@ -2547,7 +2551,7 @@ mod tests {
             (
                 "454 4.7.0 Temporary authentication failure".into(),
                 false,
-                0
+                1
             )
         );
         assert_eq!(
@@ -2579,6 +2583,38 @@ mod tests {
         assert!(h.s.wants_close());
         assert_eq!(h.s.handle_input(b"age\r\n.\r\n", NOW), 0);
         assert!(h.messages.is_empty());
+    }
+
+    #[test]
+    fn repeated_auth_while_unavailable_reaches_the_error_limit() {
+        let cfg = Arc::new(ServerConfig {
+            auth_enabled: true,
+            auth_without_tls: true,
+            max_errors: 3,
+            ..config()
+        });
+        let mut s = ServerSession::new(cfg, peer(false));
+        let mut out = Vec::new();
+        s.poll_transmit(&mut out);
+        s.handle_input(b"EHLO c\r\n", NOW);
+        s.poll_transmit(&mut out);
+        let auth = format!("AUTH PLAIN {}\r\n", plain("u", "p"));
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            out.clear();
+            assert_eq!(s.handle_input(auth.as_bytes(), NOW), auth.len());
+            assert!(matches!(s.poll_event(), Some(Event::Auth { .. })));
+            s.auth_answer(AuthAnswer::Unavailable);
+            s.poll_transmit(&mut out);
+            answers.push(String::from_utf8(out.clone()).unwrap());
+        }
+        assert_eq!(answers[0], "454 4.7.0 Temporary authentication failure\r\n");
+        assert_eq!(
+            answers[2],
+            "454 4.7.0 Temporary authentication failure\r\n\
+             421 4.7.0 mx.example Too many errors\r\n"
+        );
+        assert!(s.wants_close());
     }
 
     #[test]
