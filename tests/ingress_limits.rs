@@ -111,8 +111,12 @@ fn sessions_per_address_and_per_network_are_capped() {
 
 #[test]
 fn a_session_is_closed_at_its_lifetime_even_when_busy() {
+    // 127.0.0.1 is the default relay_networks; 127.0.0.5 is outside it.
     let d = Daemon::start("[smtp]\nlisten = [\"127.0.0.1:0\"]\nmax_session_duration = \"2s\"\n");
-    let mut c = Client::connect(d.addr);
+    let mut relay = Client::connect(d.addr);
+    expect(&relay.reply(), "220 ");
+    expect(&relay.cmd("EHLO feeder.test"), "250");
+    let mut c = connect_from("127.0.0.5", d.addr);
     let start = Instant::now();
     expect(&c.reply(), "220 ");
     expect(&c.cmd("EHLO client.test"), "250");
@@ -131,6 +135,42 @@ fn a_session_is_closed_at_its_lifetime_even_when_busy() {
     assert!(r.contains("lifetime"), "{r}");
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    // The relay client, older than the lifetime by now, is not cut: a
+    // whole transaction still goes through.
+    assert!(start.elapsed() >= Duration::from_secs(2));
+    expect(&relay.cmd("MAIL FROM:<a@sender.test>"), "250");
+    expect(&relay.cmd("RCPT TO:<b@dest.test>"), "250");
+    expect(&relay.cmd("DATA"), "354");
+    expect(&relay.cmd("Subject: x\r\n\r\nbody\r\n."), "250 2.0.0");
+    expect(&relay.cmd("QUIT"), "221");
+    assert_eq!(d.stop().recipients, 1);
+}
+
+#[test]
+fn relay_clients_have_their_own_lifetime() {
+    let d = Daemon::start(
+        "[smtp]\nlisten = [\"127.0.0.1:0\"]\nmax_session_duration = 0\n\
+         relay_max_session_duration = \"1s\"\n",
+    );
+    let mut c = Client::connect(d.addr);
+    let start = Instant::now();
+    expect(&c.reply(), "220 ");
+    expect(&c.cmd("EHLO feeder.test"), "250");
+    let stop = Arc::new(AtomicBool::new(false));
+    keep_sending(
+        c.stream.try_clone().unwrap(),
+        b"NOOP\r\n",
+        Duration::from_millis(200),
+        stop.clone(),
+    );
+    let r = until_421(&mut c);
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    expect(&r, "421 4.4.2");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
         "closed after {took:?}"
     );
     d.stop();
@@ -166,6 +206,42 @@ fn commands_without_a_transaction_are_capped() {
     );
     assert!(c.at_eof());
     assert_eq!(d.stop().recipients, 1);
+}
+
+#[test]
+fn bdat_0_without_last_does_not_reset_the_junk_cap() {
+    // Default cap 100. Each round: a transaction that never carries a
+    // message (BDAT 0 without LAST), 50 NOOPs, RSET: 51 junk commands.
+    let d = Daemon::start("");
+    let mut c = Client::connect(d.addr);
+    expect(&c.reply(), "220 ");
+    expect(&c.cmd("EHLO client.test"), "250");
+    let mut round = b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<b@dest.test>\r\nBDAT 0\r\n".to_vec();
+    for _ in 0..50 {
+        round.extend_from_slice(b"NOOP\r\n");
+    }
+    round.extend_from_slice(b"RSET\r\n");
+    // Three rounds then QUIT: without the cap the client sees 221.
+    let mut all = round.repeat(3);
+    all.extend_from_slice(b"QUIT\r\n");
+    c.send(&all);
+    let mut replies = 0;
+    let last = loop {
+        let r = c.reply();
+        if r.starts_with("421") || r.starts_with("221") {
+            break r;
+        }
+        expect(&r, "250 ");
+        replies += 1;
+    };
+    expect(
+        &last,
+        "421 4.7.0 sluice.test Too many commands without a transaction",
+    );
+    // EHLO, 51 + 3 + 48 commands: the 100th junk one is the last served.
+    assert_eq!(replies, 3 + 51 + 3 + 48, "replies before the 421");
+    assert!(c.at_eof());
+    assert_eq!(d.stop().recipients, 0);
 }
 
 #[test]

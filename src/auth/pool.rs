@@ -7,10 +7,17 @@
 //! threads of its own, and the queue in front of them is bounded: when it is
 //! full the client is told to come back later (`454 4.7.0`) instead of
 //! everyone waiting behind the flood. The threads run at the lowest
-//! priority, so hashing only uses CPU the mail path leaves idle.
+//! priority, so hashing only uses CPU the mail path leaves idle — which is
+//! also why every check has a deadline: under full load a check could
+//! otherwise wait without limit, holding its session past any lifetime.
 
 use super::Users;
+use std::future::Future;
 use std::sync::Arc;
+
+/// What a pool thread runs for one job: `users.verify(username, password)`
+/// in the daemon, something slower in tests.
+type Check = dyn Fn(&Users, &str, &str) -> bool + Send + Sync;
 
 /// One credential check waiting for a thread.
 struct Job {
@@ -25,6 +32,9 @@ struct Job {
 pub enum Unavailable {
     /// The queue is full: too many checks are waiting already.
     Busy,
+    /// The check was queued but not answered before its deadline (the
+    /// threads are starved or the queue is long); its answer is dropped.
+    TimedOut,
     /// The pool's threads are gone (cannot happen while the daemon runs).
     Stopped,
 }
@@ -39,15 +49,24 @@ impl Verifier {
     /// `queue` waiting checks. The threads end when the `Verifier` is
     /// dropped.
     pub fn start(threads: usize, queue: usize) -> Result<Verifier, String> {
+        Self::start_with(
+            threads,
+            queue,
+            Arc::new(|u: &Users, n: &str, p: &str| u.verify(n, p)),
+        )
+    }
+
+    fn start_with(threads: usize, queue: usize, check: Arc<Check>) -> Result<Verifier, String> {
         let (jobs, rx) = async_channel::bounded::<Job>(queue.max(1));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
+            let check = check.clone();
             std::thread::Builder::new()
                 .name(format!("sluice-auth-{i}"))
                 .spawn(move || {
                     lower_priority();
                     while let Ok(job) = rx.recv_blocking() {
-                        let ok = job.users.verify(&job.username, &job.password);
+                        let ok = check(&job.users, &job.username, &job.password);
                         // The session may have gone meanwhile.
                         let _ = job.done.try_send(ok);
                     }
@@ -58,12 +77,15 @@ impl Verifier {
     }
 
     /// Checks `password` for `username` on the pool. Never waits for room
-    /// in the queue: a full queue is [`Unavailable::Busy`] at once.
+    /// in the queue: a full queue is [`Unavailable::Busy`] at once. Waits
+    /// for the answer until `deadline` completes (a timer of the caller's
+    /// runtime), then gives [`Unavailable::TimedOut`].
     pub async fn verify(
         &self,
         users: Arc<Users>,
         username: String,
         password: String,
+        deadline: impl Future<Output = ()>,
     ) -> Result<bool, Unavailable> {
         let (done, answer) = async_channel::bounded(1);
         let job = Job {
@@ -76,7 +98,13 @@ impl Verifier {
             async_channel::TrySendError::Full(_) => Unavailable::Busy,
             async_channel::TrySendError::Closed(_) => Unavailable::Stopped,
         })?;
-        answer.recv().await.map_err(|_| Unavailable::Stopped)
+        let answered = async { answer.recv().await.map_err(|_| Unavailable::Stopped) };
+        let expired = async {
+            deadline.await;
+            Err(Unavailable::TimedOut)
+        };
+        // An answer ready together with the deadline wins.
+        futures_lite::future::or(answered, expired).await
     }
 }
 
@@ -97,6 +125,23 @@ fn lower_priority() {
 mod tests {
     use super::*;
 
+    /// A deadline that never comes.
+    fn never() -> impl Future<Output = ()> {
+        futures_lite::future::pending()
+    }
+
+    /// A deadline `after` from now, on a thread (the pool is runtime-free).
+    fn after(after: std::time::Duration) -> impl Future<Output = ()> {
+        let (tx, rx) = async_channel::bounded::<()>(1);
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            let _ = tx.try_send(());
+        });
+        async move {
+            let _ = rx.recv().await;
+        }
+    }
+
     #[test]
     fn checks_run_on_the_pool_and_a_full_queue_is_busy_at_once() {
         let h = super::super::hash_password("pw").unwrap();
@@ -104,22 +149,63 @@ mod tests {
         let v = Verifier::start(1, 1).unwrap();
         futures_lite::future::block_on(async {
             assert_eq!(
-                v.verify(users.clone(), "u".into(), "pw".into()).await,
+                v.verify(users.clone(), "u".into(), "pw".into(), never())
+                    .await,
                 Ok(true)
             );
             assert_eq!(
-                v.verify(users.clone(), "u".into(), "no".into()).await,
+                v.verify(users.clone(), "u".into(), "no".into(), never())
+                    .await,
                 Ok(false)
             );
             // One thread busy, one job queued: the third is refused without
             // waiting.
-            let a = v.verify(users.clone(), "u".into(), "a".into());
-            let b = v.verify(users.clone(), "u".into(), "b".into());
-            let c = v.verify(users.clone(), "u".into(), "c".into());
+            let a = v.verify(users.clone(), "u".into(), "a".into(), never());
+            let b = v.verify(users.clone(), "u".into(), "b".into(), never());
+            let c = v.verify(users.clone(), "u".into(), "c".into(), never());
             let (a, (b, c)) = futures_lite::future::zip(a, futures_lite::future::zip(b, c)).await;
             let got = [a, b, c];
             assert!(got.contains(&Err(Unavailable::Busy)), "{got:?}");
             assert!(got.contains(&Ok(false)), "{got:?}");
+        });
+    }
+
+    #[test]
+    fn a_check_that_hangs_times_out() {
+        let users = Arc::new(Users::parse("").unwrap());
+        // A thread that never finishes its first job (as a nice-19 thread
+        // on a saturated machine need not): released at the end.
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let hold = std::sync::Mutex::new(hold);
+        let check = move |_: &Users, _: &str, _: &str| {
+            let _ = hold.lock().map(|h| h.recv());
+            true
+        };
+        let v = Verifier::start_with(1, 4, Arc::new(check)).unwrap();
+        futures_lite::future::block_on(async {
+            let start = std::time::Instant::now();
+            let wait = std::time::Duration::from_millis(200);
+            let got = v
+                .verify(users.clone(), "u".into(), "p".into(), after(wait))
+                .await;
+            assert_eq!(got, Err(Unavailable::TimedOut));
+            assert!(start.elapsed() >= wait, "{:?}", start.elapsed());
+            // A queued one too: it waits behind the hung check.
+            let got = v
+                .verify(users.clone(), "u".into(), "p".into(), after(wait))
+                .await;
+            assert_eq!(got, Err(Unavailable::TimedOut));
+            // Once the thread moves, answers come before the deadline.
+            drop(release);
+            let got = v
+                .verify(
+                    users.clone(),
+                    "u".into(),
+                    "p".into(),
+                    after(std::time::Duration::from_secs(30)),
+                )
+                .await;
+            assert_eq!(got, Ok(true));
         });
     }
 }

@@ -215,14 +215,17 @@ pub struct SmtpConfig {
     /// Concurrent sessions from one address inside `relay_networks`
     /// (0: no cap, only `max_connections`). Default 0.
     pub relay_max_connections_per_ip: usize,
-    /// A session is closed with 421 after this long, whatever it is doing
-    /// (0: never). Default 30 minutes.
+    /// A session from outside `relay_networks` is closed with 421 after
+    /// this long, whatever it is doing (0: never). Default 30 minutes.
     pub max_session_duration: Seconds,
+    /// The same for sessions from inside `relay_networks` (0: never).
+    /// Default 0.
+    pub relay_max_session_duration: Seconds,
     /// The whole STARTTLS handshake must finish within this (and within
     /// `command_timeout`). Default 30 s.
     pub tls_handshake_timeout: Seconds,
     /// Commands that do not move a message (NOOP, RSET, VRFY, HELP,
-    /// EHLO/HELO) allowed since the last message's data began; one more is
+    /// EHLO/HELO) allowed since the last message ended; one more is
     /// answered 421 and the session closed (0: no cap). Default 100.
     pub max_junk_commands: u32,
 }
@@ -247,6 +250,7 @@ impl Default for SmtpConfig {
             max_connections_per_network: 100,
             relay_max_connections_per_ip: 0,
             max_session_duration: Seconds(Duration::from_secs(30 * 60)),
+            relay_max_session_duration: Seconds(Duration::ZERO),
             tls_handshake_timeout: Seconds(Duration::from_secs(30)),
             max_junk_commands: 100,
         }
@@ -290,6 +294,9 @@ pub struct AuthConfig {
     pub failure_window: Seconds,
     /// A failed AUTH is answered only after this delay. Default 1 s.
     pub failure_delay: Seconds,
+    /// A check not answered by the hashing threads within this (queue wait
+    /// included) is answered `454 4.7.0`. Default 10 s.
+    pub verify_timeout: Seconds,
 }
 
 impl Default for AuthConfig {
@@ -302,6 +309,7 @@ impl Default for AuthConfig {
             max_failures: 10,
             failure_window: Seconds(Duration::from_secs(15 * 60)),
             failure_delay: Seconds(Duration::from_secs(1)),
+            verify_timeout: Seconds(Duration::from_secs(10)),
         }
     }
 }

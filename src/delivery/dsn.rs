@@ -17,6 +17,12 @@
 //! can read as a new field. The DSN's own parts thus stay US-ASCII; only the
 //! quoted original header block may carry 8-bit text, see
 //! [`needs_8bitmime`].
+//!
+//! Folding only ever replaces a space by CRLF and a space, so RFC 5322
+//! unfolding gives the text back. Words are never broken below the 998-octet
+//! line limit, and address fields (`Final-Recipient`, `Remote-MTA`) are
+//! written whole: bounce processors match the address octet for octet, and
+//! VERP/SRS addresses are longer than a folded line.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -60,6 +66,10 @@ const MAX_TEXT: usize = 4096;
 /// Longest line of the quoted original (RFC 5322 §2.1.1 "MUST be no more
 /// than 998", CRLF excluded).
 const MAX_LINE: usize = 998;
+/// Longest line of ours: a word (or address) is broken only past this, a
+/// little short of [`MAX_LINE`]. Breaking adds a space to the text, which
+/// is why it is the last resort.
+const MAX_UNBROKEN: usize = 990;
 /// The quoted original header block is capped at this many octets.
 const MAX_HEADERS: usize = 64 * 1024;
 
@@ -124,21 +134,12 @@ pub fn render(d: &DsnInput<'_>) -> Bytes {
     line(&mut m, &format!("Arrival-Date: {}", d.date));
     for f in &d.failed {
         line(&mut m, "");
-        // RFC 6533 §3: a non-ASCII address is of type utf-8, escaped.
-        let addr_type = if f.address.is_ascii() {
-            "rfc822; "
-        } else {
-            "utf-8; "
-        };
-        field(
-            &mut m,
-            "Final-Recipient: ",
-            &format!("{addr_type}{}", f.address),
-        );
+        let (addr_type, address) = recipient(f.address);
+        address_field(&mut m, "Final-Recipient: ", addr_type, &address);
         line(&mut m, "Action: failed");
         field(&mut m, "Status: ", &f.status);
         if let Some(mta) = f.remote_mta {
-            field(&mut m, "Remote-MTA: ", &format!("dns; {mta}"));
+            address_field(&mut m, "Remote-MTA: ", "dns;", &sanitise(mta));
         }
         field(&mut m, "Diagnostic-Code: ", &f.diagnostic);
     }
@@ -225,7 +226,8 @@ fn boundary(unique: u64, headers: &[u8]) -> String {
 }
 
 /// Writes `name` and `value` as one field (or, with an empty name, one
-/// paragraph): `value` sanitised, folded at [`FOLD`] columns.
+/// paragraph): `value` sanitised, folded at [`FOLD`] columns between
+/// words; a word is broken only where it would pass [`MAX_UNBROKEN`].
 fn field(m: &mut BytesMut, name: &str, value: &str) {
     m.put_slice(name.as_bytes());
     let mut col = name.len();
@@ -242,10 +244,10 @@ fn field(m: &mut BytesMut, name: &str, value: &str) {
             col += 1;
         }
         first = false;
-        // A word longer than a line is broken: a diagnostic loses nothing
-        // but a space, and no line grows past the fold.
-        while col + word.len() > FOLD {
-            let (head, tail) = word.split_at(FOLD.saturating_sub(col).clamp(1, word.len()));
+        // A word longer than the fold gets a line of its own, whole: only
+        // one that would pass the line limit is broken (and gains a space).
+        while col + word.len() > MAX_UNBROKEN {
+            let (head, tail) = word.split_at(MAX_UNBROKEN.saturating_sub(col).clamp(1, word.len()));
             m.put_slice(head);
             m.put_slice(b"\r\n ");
             col = 1;
@@ -254,6 +256,50 @@ fn field(m: &mut BytesMut, name: &str, value: &str) {
         m.put_slice(word);
         col += word.len();
     }
+    m.put_slice(b"\r\n");
+}
+
+/// The address type and text of `Final-Recipient` (RFC 3464 §2.3.2): an
+/// address of printable US-ASCII is `rfc822` and written as it is (a `\`
+/// in a quoted local part included); anything else is `utf-8`, with
+/// non-ASCII and `\` escaped as RFC 6533 §3 asks.
+fn recipient(address: &str) -> (&'static str, String) {
+    let printable = address.chars().all(|c| matches!(c, ' '..='~'));
+    if printable {
+        let end = address.len().min(MAX_TEXT);
+        // Printable ASCII: every index is a char boundary.
+        ("rfc822;", address.get(..end).unwrap_or_default().to_owned())
+    } else {
+        ("utf-8;", sanitise(address))
+    }
+}
+
+/// Writes `name`, `kind` and `address` as one field with the address whole:
+/// on the first line if it fits the fold, else alone on a continuation
+/// line (the fold takes the place of the space after `kind`, so unfolding
+/// gives `kind address` back exactly). `address` must hold no CR, LF or
+/// other control (see [`recipient`], [`sanitise`]). Only an address longer
+/// than a line is broken.
+fn address_field(m: &mut BytesMut, name: &str, kind: &str, address: &str) {
+    m.put_slice(name.as_bytes());
+    m.put_slice(kind.as_bytes());
+    let mut col = name.len() + kind.len();
+    let mut rest = address.as_bytes();
+    if col + 1 + rest.len() > FOLD {
+        m.put_slice(b"\r\n ");
+        col = 1;
+    } else {
+        m.put_u8(b' ');
+        col += 1;
+    }
+    while col + rest.len() > MAX_UNBROKEN {
+        let (head, tail) = rest.split_at(MAX_UNBROKEN.saturating_sub(col).clamp(1, rest.len()));
+        m.put_slice(head);
+        m.put_slice(b"\r\n ");
+        col = 1;
+        rest = tail;
+    }
+    m.put_slice(rest);
     m.put_slice(b"\r\n");
 }
 
@@ -348,6 +394,103 @@ mod tests {
         assert_eq!(invariant_violation(&d), None);
     }
 
+    /// RFC 5322 §2.2.3: unfolding removes each CRLF followed by a space.
+    fn unfold(s: &str) -> String {
+        s.replace("\r\n ", " ")
+    }
+
+    fn one_failed(address: &str, mta: &str, diagnostic: &str) -> String {
+        let d = render(&DsnInput {
+            hostname: "mta.test",
+            to: "sender@a.test",
+            queue_id: 1,
+            original: b"Subject: x\r\n\r\n",
+            date: "Sun, 22 Nov 2026 23:05:09 +0000",
+            unique: 7,
+            failed: vec![FailedRcpt {
+                address,
+                status: "5.1.1".into(),
+                remote_mta: Some(mta),
+                diagnostic: diagnostic.into(),
+            }],
+        });
+        assert_eq!(
+            invariant_violation(&d),
+            None,
+            "{}",
+            String::from_utf8_lossy(&d)
+        );
+        String::from_utf8(d.to_vec()).unwrap()
+    }
+
+    /// The logical (unfolded) field `name` of the delivery-status part.
+    fn status_field(dsn: &str, name: &str) -> String {
+        let unfolded = unfold(dsn);
+        let status = unfolded
+            .split("Content-Type: message/delivery-status\r\n")
+            .nth(1)
+            .unwrap();
+        status
+            .split("\r\n")
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {dsn}"))
+            .to_owned()
+    }
+
+    #[test]
+    fn long_addresses_survive_folding_exactly() {
+        // A VERP address of 200 octets, the kind bounce processors match.
+        let local = format!("bounce+list-{}=c.test", "x".repeat(160));
+        let verp = format!("{local}@bounces.example.test");
+        assert_eq!(verp.len(), 200);
+        let mta = format!("mx-{}.example.test", "m".repeat(90));
+        let d = one_failed(&verp, &mta, "smtp; 550 5.1.1 no such user");
+        assert_eq!(
+            status_field(&d, "Final-Recipient:"),
+            format!("Final-Recipient: rfc822; {verp}")
+        );
+        assert_eq!(
+            status_field(&d, "Remote-MTA:"),
+            format!("Remote-MTA: dns; {mta}")
+        );
+        // Still folded: the address sits alone on a continuation line.
+        assert!(d.contains(&format!("Final-Recipient: rfc822;\r\n {verp}\r\n")));
+        // The human part quotes it whole too.
+        assert!(unfold(&d).contains(&format!("<{verp}>: smtp; 550")), "{d}");
+
+        // A backslash in a quoted local part is US-ASCII: kept as it is.
+        let quoted = r#""john\ doe"@a.test"#;
+        let d = one_failed(quoted, "mx.a.test", "smtp; 550 no");
+        assert_eq!(
+            status_field(&d, "Final-Recipient:"),
+            format!("Final-Recipient: rfc822; {quoted}")
+        );
+        // A non-ASCII one is utf-8, escaped (RFC 6533).
+        let d = one_failed("j\u{f6}rg\\x@a.test", "mx.a.test", "smtp; 550 no");
+        assert_eq!(
+            status_field(&d, "Final-Recipient:"),
+            "Final-Recipient: utf-8; j\\x{F6}rg\\x{5C}x@a.test"
+        );
+    }
+
+    #[test]
+    fn only_a_word_past_the_line_limit_is_broken() {
+        let word = "w".repeat(300);
+        let d = one_failed("a@b.test", "mx.b.test", &format!("smtp; 550 {word} end"));
+        assert_eq!(
+            status_field(&d, "Diagnostic-Code:"),
+            format!("Diagnostic-Code: smtp; 550 {word} end")
+        );
+        let huge = "h".repeat(2500);
+        let d = one_failed(&huge, "mx.b.test", "smtp; 550 no");
+        for l in d.split("\r\n") {
+            assert!(l.len() <= MAX_UNBROKEN, "{} octets", l.len());
+        }
+        // Broken, but nothing lost but the spaces the breaks add.
+        let got = status_field(&d, "Final-Recipient:").replace(' ', "");
+        assert_eq!(got, format!("Final-Recipient:rfc822;{huge}"));
+    }
+
     fn hostile(diagnostic: String, original: &[u8]) -> Bytes {
         render(&DsnInput {
             hostname: "mta.test",
@@ -383,12 +526,18 @@ mod tests {
         assert!(!needs_8bitmime(&d));
         assert_eq!(s.matches("\r\nAction: ").count(), 1);
         assert_eq!(s.matches("\r\nStatus: ").count(), 1);
-        // Every line of ours is folded at 78, continuation lines indented.
+        // Lines of ours are folded at 78 between words; the one word too
+        // long for that is broken only at the line limit.
         for l in s
             .split("\r\n")
             .filter(|l| l.contains('A') && !l.contains("multipart"))
         {
-            assert!(l.len() <= FOLD, "{} octets: {l}", l.len());
+            let limit = if l.contains("AAAA") {
+                MAX_UNBROKEN
+            } else {
+                FOLD
+            };
+            assert!(l.len() <= limit, "{} octets: {l}", l.len());
         }
         // The text survives as one logical line, unfolded.
         let diag_field = s

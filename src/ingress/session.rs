@@ -58,8 +58,15 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
         }
     };
     let slot = shared.clients.admit(remote.ip(), caps);
-    // The session ends at this instant whatever it is doing.
-    let end = Some(live.smtp.max_session_duration.0)
+    // The session ends at this instant whatever it is doing. The lifetime
+    // bounds strangers holding slots; feeders keep long pipelined sessions
+    // open on purpose, and cutting them mid-transaction only costs a retry.
+    let lifetime = if peer.relay_allowed {
+        live.smtp.relay_max_session_duration.0
+    } else {
+        live.smtp.max_session_duration.0
+    };
+    let end = Some(lifetime)
         .filter(|d| !d.is_zero())
         .and_then(|d| started.checked_add(d));
     let mut session = if core.over_session_limit() {
@@ -258,25 +265,33 @@ fn expire_or_time_out(session: &mut ServerSession, end: Option<Instant>, now: In
 /// out, hashed on the AUTH pool (never on this core or its blocking
 /// thread, which the journal needs), and a failure is answered only after
 /// `auth.failure_delay`, awaited on a timer without holding a pool slot.
+/// A check not answered within `auth.verify_timeout` is `454`.
 async fn check_auth(
     shared: &crate::runtime::Shared,
     ip: std::net::IpAddr,
     username: String,
     password: String,
 ) -> AuthAnswer {
-    let (limit, delay) = {
+    let (limit, delay, timeout) = {
         let live = shared.live.load();
         let limit = FailureLimit {
             max: live.auth.max_failures,
             window: live.auth.failure_window.0,
         };
-        (limit, live.auth.failure_delay.0)
+        (limit, live.auth.failure_delay.0, live.auth.verify_timeout.0)
     };
     if !shared.auth_failures.try_begin(ip, limit, Instant::now()) {
         return AuthAnswer::LockedOut;
     }
     let users = shared.users.load_full();
-    match shared.verifier.verify(users, username, password).await {
+    // The hashing threads run at nice 19: under full load a check may
+    // not be answered for a long time, and the client is better told 454.
+    let deadline = glommio::timer::sleep(timeout);
+    match shared
+        .verifier
+        .verify(users, username, password, deadline)
+        .await
+    {
         Ok(true) => {
             shared.auth_failures.succeeded(ip);
             AuthAnswer::Accepted

@@ -89,8 +89,9 @@ pub struct ServerConfig {
     /// more get `554 5.4.6 Too many hops` (a mail loop).
     pub max_hops: u32,
     /// Commands that move no message (NOOP, RSET, VRFY, HELP, EHLO/HELO)
-    /// allowed since the last message data began; the next one gets
-    /// `421 4.7.0` and the session closes. 0: no cap.
+    /// allowed since the last message ended (end of DATA or `BDAT LAST`,
+    /// accepted or refused); the next one gets `421 4.7.0` and the session
+    /// closes. 0: no cap.
     pub max_junk_commands: u32,
 }
 
@@ -228,8 +229,9 @@ pub enum AuthAnswer {
     Accepted,
     /// They are not: `535 5.7.8` (counts as an error).
     Rejected,
-    /// They could not be checked now (the hashing pool is full):
-    /// `454 4.7.0`, the client may try again later.
+    /// They could not be checked now (the hashing pool is full or did not
+    /// answer in time): `454 4.7.0`, the client may try again later. It
+    /// counts toward `max_errors`.
     Unavailable,
     /// The client failed too often recently: `421 4.7.0` and close.
     LockedOut,
@@ -347,7 +349,7 @@ pub struct ServerSession {
     event: Option<Event>,
     awaiting: Option<Await>,
     errors: u32,
-    /// Commands that moved no message since the last message data began.
+    /// Commands that moved no message since the last message ended.
     junk: u32,
     progress: u64,
     closing: bool,
@@ -517,7 +519,10 @@ impl ServerSession {
         }
         self.pending_user = None;
         match answer {
-            AuthAnswer::Unavailable => self.push(wire::AUTH_UNAVAILABLE),
+            // Not the client's fault, but counted all the same: while the
+            // pool is full, 454 costs nothing, and a client must not be able
+            // to retry AUTH for ever on one session.
+            AuthAnswer::Unavailable => self.error(wire::AUTH_UNAVAILABLE),
             AuthAnswer::LockedOut => {
                 self.out.extend_from_slice(b"421 4.7.0 ");
                 push_sanitized(&mut self.out, self.config.hostname.as_bytes());
@@ -788,11 +793,6 @@ impl ServerSession {
         );
         if junk && self.over_junk_limit() {
             return;
-        }
-        let data = matches!(cmd, Command::Data | Command::Bdat { .. });
-        if data && self.txn.as_ref().is_some_and(|t| !t.recipients.is_empty()) {
-            // Message data: the session is doing its job.
-            self.junk = 0;
         }
         match cmd {
             Command::Ehlo { domain } => self.cmd_hello(domain, true),
@@ -1213,6 +1213,10 @@ impl ServerSession {
         let Some(mut txn) = self.txn.take() else {
             return;
         };
+        // A whole message: the session is doing its job. Only here, so
+        // that no command which moves no message for good (`BDAT 0`
+        // without LAST, a DATA the client never ends) resets the count.
+        self.junk = 0;
         let breaches = txn.scan.finish();
         txn.mark(breaches);
         if txn.bad != 0 {
@@ -1319,6 +1323,10 @@ impl ServerSession {
             // RFC 3030 leaves the transaction to us after a failed chunk;
             // we abort it so the client cannot build on a refused body.
             self.txn = None;
+            if chunk.last {
+                // A whole message, refused: as at the end of DATA.
+                self.junk = 0;
+            }
             return self.refuse(bad);
         }
         if chunk.last {
@@ -2481,6 +2489,44 @@ mod tests {
     }
 
     #[test]
+    fn only_a_whole_message_resets_the_junk_count() {
+        let cfg = ServerConfig {
+            max_junk_commands: 4,
+            ..config()
+        };
+        // MAIL, RCPT and a `BDAT 0` without LAST move no message: looping
+        // them between NOOPs does not escape the cap.
+        let mut h = Harness::ready(cfg.clone());
+        let round = "MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nBDAT 0\r\nNOOP\r\nNOOP\r\nRSET\r\n";
+        assert!(!h.reply(round).contains("421"));
+        let r = h.reply(round);
+        assert!(
+            r.ends_with("421 4.7.0 mx.example Too many commands without a transaction\r\n"),
+            "{r}"
+        );
+        assert!(h.s.wants_close());
+        assert!(h.messages.is_empty());
+
+        // `BDAT ... LAST` ends a message, accepted or refused: that resets.
+        let mut h = Harness::ready(cfg.clone());
+        for body in ["Subject: x\r\n\r\nok\r\n", "bare\rcr\r\n"] {
+            h.reply("NOOP\r\nNOOP\r\nNOOP\r\n");
+            h.reply(&format!(
+                "MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nBDAT {} LAST\r\n{body}",
+                body.len()
+            ));
+        }
+        assert_eq!(h.messages.len(), 1);
+        assert_eq!(
+            h.reply("NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n")
+                .matches("250 ")
+                .count(),
+            4
+        );
+        assert!(h.reply("NOOP\r\n").starts_with("421 4.7.0"));
+    }
+
+    #[test]
     fn auth_answers_and_lifetime() {
         let cfg = Arc::new(ServerConfig {
             auth_enabled: true,
@@ -2505,7 +2551,7 @@ mod tests {
             (
                 "454 4.7.0 Temporary authentication failure".into(),
                 false,
-                0
+                1
             )
         );
         assert_eq!(
@@ -2537,6 +2583,38 @@ mod tests {
         assert!(h.s.wants_close());
         assert_eq!(h.s.handle_input(b"age\r\n.\r\n", NOW), 0);
         assert!(h.messages.is_empty());
+    }
+
+    #[test]
+    fn repeated_auth_while_unavailable_reaches_the_error_limit() {
+        let cfg = Arc::new(ServerConfig {
+            auth_enabled: true,
+            auth_without_tls: true,
+            max_errors: 3,
+            ..config()
+        });
+        let mut s = ServerSession::new(cfg, peer(false));
+        let mut out = Vec::new();
+        s.poll_transmit(&mut out);
+        s.handle_input(b"EHLO c\r\n", NOW);
+        s.poll_transmit(&mut out);
+        let auth = format!("AUTH PLAIN {}\r\n", plain("u", "p"));
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            out.clear();
+            assert_eq!(s.handle_input(auth.as_bytes(), NOW), auth.len());
+            assert!(matches!(s.poll_event(), Some(Event::Auth { .. })));
+            s.auth_answer(AuthAnswer::Unavailable);
+            s.poll_transmit(&mut out);
+            answers.push(String::from_utf8(out.clone()).unwrap());
+        }
+        assert_eq!(answers[0], "454 4.7.0 Temporary authentication failure\r\n");
+        assert_eq!(
+            answers[2],
+            "454 4.7.0 Temporary authentication failure\r\n\
+             421 4.7.0 mx.example Too many errors\r\n"
+        );
+        assert!(s.wants_close());
     }
 
     #[test]
