@@ -191,11 +191,17 @@ pub fn invariant_violation(dsn: &[u8]) -> Option<String> {
     if !dsn.ends_with(b"\r\n") {
         return Some("no final CRLF".into());
     }
-    let text = String::from_utf8_lossy(dsn);
-    let mut lines = text.split("\r\n");
-    if let Some(l) = lines.clone().find(|l| l.len() > MAX_LINE) {
+    // Octets on the wire, not characters of a lossy decoding: a quoted
+    // 8-bit header is raw bytes, each of which would decode to three.
+    if let Some(l) = dsn
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .find(|l| l.len() > MAX_LINE)
+    {
         return Some(format!("line of {} octets", l.len()));
     }
+    let text = String::from_utf8_lossy(dsn);
+    let mut lines = text.split("\r\n");
     if !lines.any(|l| l == "Content-Type: message/delivery-status") {
         return Some("no delivery-status part".into());
     }
@@ -363,6 +369,58 @@ fn header_block(msg: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Decodes a `dsn_builder` fuzz input the way the target does and
+    /// returns the DSN's first invariant violation, if any.
+    fn replay_fuzz_input(data: &[u8]) -> Option<String> {
+        let mut parts = data.split(|&b| b == 0xFF);
+        let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+        let (to, rcpt_a, rcpt_b, mta, reply) = (next(), next(), next(), next(), next());
+        let original = data
+            .iter()
+            .rposition(|&b| b == 0xFF)
+            .map_or(&[][..], |i| &data[i + 1..]);
+        let failed = vec![
+            FailedRcpt {
+                address: &rcpt_a,
+                status: reply.chars().take(7).collect(),
+                remote_mta: Some(&mta),
+                diagnostic: format!("smtp; {reply}"),
+            },
+            FailedRcpt {
+                address: &rcpt_b,
+                status: "5.0.0".into(),
+                remote_mta: None,
+                diagnostic: reply.clone(),
+            },
+        ];
+        let dsn = render(&DsnInput {
+            hostname: "fuzz.test",
+            to: &to,
+            queue_id: 1,
+            original,
+            date: "Sun, 22 Nov 2026 23:05:09 +0000",
+            unique: 7,
+            failed,
+        });
+        invariant_violation(&dsn)
+    }
+
+    /// Every input the fuzzer ever crashed the builder with
+    /// (`fuzz/regressions/dsn_builder/`) builds a valid DSN now.
+    #[test]
+    fn fuzz_regressions_build_valid_dsns() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/dsn_builder");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            assert_eq!(replay_fuzz_input(&data), None, "{}", path.display());
+            n += 1;
+        }
+        assert!(n > 0, "no regression inputs in {}", dir.display());
+    }
     use super::*;
 
     #[test]
