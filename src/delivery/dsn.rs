@@ -66,6 +66,10 @@ const MAX_TEXT: usize = 4096;
 /// Longest line of the quoted original (RFC 5322 §2.1.1 "MUST be no more
 /// than 998", CRLF excluded).
 const MAX_LINE: usize = 998;
+
+/// The longest sender written in the `To:` header (a path longer than
+/// RFC 5321 allows, and short of the header line limit).
+const MAX_TO: usize = 900;
 /// Longest line of ours: a word (or address) is broken only past this, a
 /// little short of [`MAX_LINE`]. Breaking adds a space to the text, which
 /// is why it is the last resort.
@@ -90,7 +94,13 @@ pub fn render(d: &DsnInput<'_>) -> Bytes {
     // is UTF-8 only when the message was SMTPUTF8 (so it stays raw here);
     // controls are dropped anyway, so no address can break the header.
     let to: String = d.to.chars().filter(|c| !c.is_control()).collect();
-    line(&mut m, &format!("To: <{to}>"));
+    if to.len() <= MAX_TO {
+        line(&mut m, &format!("To: <{to}>"));
+    } else {
+        // Longer than any valid path (RFC 5321 §4.5.3.1.3: 256 octets) and
+        // than a header line may be: the envelope still carries it.
+        line(&mut m, "To: undisclosed-recipients:;");
+    }
     line(&mut m, "Subject: Undelivered Mail Returned to Sender");
     line(&mut m, &format!("Date: {}", d.date));
     line(
@@ -222,13 +232,23 @@ pub fn invariant_violation(dsn: &[u8]) -> Option<String> {
 
 /// A boundary that occurs nowhere in the quoted headers (the only part
 /// whose lines we do not write ourselves), so they cannot end a part.
+/// At most 70 characters (RFC 2046 §5.1.1): a counter, not a growing
+/// suffix, tells candidates apart, and the bounded headers can hold only so
+/// many of them, so the search ends.
 fn boundary(unique: u64, headers: &[u8]) -> String {
-    let mut b = format!("sluice-dsn-{unique:016X}");
-    // Each round makes it longer; the headers are bounded, so it ends.
-    while memchr::memmem::find(headers, b.as_bytes()).is_some() {
-        b.push_str("=_");
+    let base = format!("sluice-dsn-{unique:016X}");
+    let mut n: u64 = 0;
+    loop {
+        let b = match n {
+            0 => base.clone(),
+            1 => format!("{base}=_"),
+            _ => format!("{base}=_{n}"),
+        };
+        if memchr::memmem::find(headers, b.as_bytes()).is_none() {
+            return b;
+        }
+        n = n.saturating_add(1);
     }
-    b
 }
 
 /// Writes `name` and `value` as one field (or, with an empty name, one
@@ -408,6 +428,44 @@ mod tests {
 
     /// Every input the fuzzer ever crashed the builder with
     /// (`fuzz/regressions/dsn_builder/`) builds a valid DSN now.
+    #[test]
+    fn a_long_sender_and_a_header_full_of_boundaries_keep_every_line_short() {
+        let long_sender = format!("{}@sender.test", "s".repeat(2000));
+        let mut original = String::new();
+        for n in 0..500 {
+            original.push_str(&format!(
+                "X-B{n}: sluice-dsn-0000000000000007=_{n} sluice-dsn-0000000000000007=_\r\n"
+            ));
+        }
+        original.push_str("X-C: sluice-dsn-0000000000000007\r\n\r\nbody\r\n");
+        let dsn = render(&DsnInput {
+            hostname: "h.test",
+            to: &long_sender,
+            queue_id: 1,
+            original: original.as_bytes(),
+            date: "Sun, 22 Nov 2026 23:05:09 +0000",
+            unique: 7,
+            failed: vec![FailedRcpt {
+                address: "r@x.test",
+                status: "5.1.1".into(),
+                remote_mta: None,
+                diagnostic: "smtp; 550 no".into(),
+            }],
+        });
+        assert_eq!(invariant_violation(&dsn), None);
+        let s = String::from_utf8_lossy(&dsn);
+        assert!(s.contains("To: undisclosed-recipients:;"), "{s}");
+        let b = s
+            .split("boundary=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert!(b.len() <= 70, "{b}");
+        assert!(!original.contains(b), "{b}");
+    }
+
     #[test]
     fn fuzz_regressions_build_valid_dsns() {
         let dir =
