@@ -46,6 +46,23 @@ fn until_421(c: &mut Client) -> String {
     }
 }
 
+/// Sends NOOP every 200 ms (so the idle timeout never fires) until the
+/// session is cut with a 421; returns the reply and how long after `start`
+/// it came.
+fn busy_until_421(c: &mut Client, start: Instant) -> (String, Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    keep_sending(
+        c.stream.try_clone().unwrap(),
+        b"NOOP\r\n",
+        Duration::from_millis(200),
+        stop.clone(),
+    );
+    let r = until_421(c);
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    (r, took)
+}
+
 #[test]
 fn sessions_per_address_and_per_network_are_capped() {
     // Defaults: 20 per address and 100 per /24 outside relay_networks
@@ -120,17 +137,8 @@ fn a_session_is_closed_at_its_lifetime_even_when_busy() {
     let start = Instant::now();
     expect(&c.reply(), "220 ");
     expect(&c.cmd("EHLO client.test"), "250");
-    let stop = Arc::new(AtomicBool::new(false));
     // Activity every 200 ms: the idle timeout never fires.
-    keep_sending(
-        c.stream.try_clone().unwrap(),
-        b"NOOP\r\n",
-        Duration::from_millis(200),
-        stop.clone(),
-    );
-    let r = until_421(&mut c);
-    let took = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    let (r, took) = busy_until_421(&mut c, start);
     expect(&r, "421 4.4.2");
     assert!(r.contains("lifetime"), "{r}");
     assert!(
@@ -158,16 +166,8 @@ fn relay_clients_have_their_own_lifetime() {
     let start = Instant::now();
     expect(&c.reply(), "220 ");
     expect(&c.cmd("EHLO feeder.test"), "250");
-    let stop = Arc::new(AtomicBool::new(false));
-    keep_sending(
-        c.stream.try_clone().unwrap(),
-        b"NOOP\r\n",
-        Duration::from_millis(200),
-        stop.clone(),
-    );
-    let r = until_421(&mut c);
-    let took = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    // Activity every 200 ms: the idle timeout never fires.
+    let (r, took) = busy_until_421(&mut c, start);
     expect(&r, "421 4.4.2");
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(4),
@@ -250,16 +250,8 @@ fn noop_before_ehlo_does_not_keep_a_session_alive() {
     let mut c = Client::connect(d.addr);
     expect(&c.reply(), "220 ");
     let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    keep_sending(
-        c.stream.try_clone().unwrap(),
-        b"NOOP\r\n",
-        Duration::from_millis(200),
-        stop.clone(),
-    );
-    let r = until_421(&mut c);
-    let took = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    // Activity every 200 ms: the idle timeout never fires.
+    let (r, took) = busy_until_421(&mut c, start);
     expect(&r, "421 4.4.2");
     assert!(took < Duration::from_secs(3), "closed after {took:?}");
     d.stop();

@@ -230,6 +230,47 @@ pub fn invariant_violation(dsn: &[u8]) -> Option<String> {
     None
 }
 
+/// Builds a DSN from one `dsn_builder` fuzz input (fields split at 0xFF:
+/// sender, two recipients, an MX, a reply; what follows the last 0xFF is
+/// the original message) and returns the first invariant it breaks, with
+/// the DSN. For the fuzz target and the regression tests that replay what
+/// it found.
+#[doc(hidden)]
+pub fn fuzz_case(data: &[u8]) -> Option<(String, Bytes)> {
+    let mut parts = data.split(|&b| b == 0xFF);
+    let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let (to, rcpt_a, rcpt_b, mta, reply) = (next(), next(), next(), next(), next());
+    let original = data
+        .iter()
+        .rposition(|&b| b == 0xFF)
+        .and_then(|i| data.get(i + 1..))
+        .unwrap_or_default();
+    let failed = vec![
+        FailedRcpt {
+            address: &rcpt_a,
+            status: reply.chars().take(7).collect(),
+            remote_mta: Some(&mta),
+            diagnostic: format!("smtp; {reply}"),
+        },
+        FailedRcpt {
+            address: &rcpt_b,
+            status: "5.0.0".into(),
+            remote_mta: None,
+            diagnostic: reply.clone(),
+        },
+    ];
+    let dsn = render(&DsnInput {
+        hostname: "fuzz.test",
+        to: &to,
+        queue_id: 1,
+        original,
+        date: "Sun, 22 Nov 2026 23:05:09 +0000",
+        unique: 7,
+        failed,
+    });
+    invariant_violation(&dsn).map(|v| (v, dsn))
+}
+
 /// A boundary that occurs nowhere in the quoted headers (the only part
 /// whose lines we do not write ourselves), so they cannot end a part.
 /// At most 70 characters (RFC 2046 §5.1.1): a counter, not a growing
@@ -390,42 +431,6 @@ fn header_block(msg: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
 
-    /// Decodes a `dsn_builder` fuzz input the way the target does and
-    /// returns the DSN's first invariant violation, if any.
-    fn replay_fuzz_input(data: &[u8]) -> Option<String> {
-        let mut parts = data.split(|&b| b == 0xFF);
-        let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-        let (to, rcpt_a, rcpt_b, mta, reply) = (next(), next(), next(), next(), next());
-        let original = data
-            .iter()
-            .rposition(|&b| b == 0xFF)
-            .map_or(&[][..], |i| &data[i + 1..]);
-        let failed = vec![
-            FailedRcpt {
-                address: &rcpt_a,
-                status: reply.chars().take(7).collect(),
-                remote_mta: Some(&mta),
-                diagnostic: format!("smtp; {reply}"),
-            },
-            FailedRcpt {
-                address: &rcpt_b,
-                status: "5.0.0".into(),
-                remote_mta: None,
-                diagnostic: reply.clone(),
-            },
-        ];
-        let dsn = render(&DsnInput {
-            hostname: "fuzz.test",
-            to: &to,
-            queue_id: 1,
-            original,
-            date: "Sun, 22 Nov 2026 23:05:09 +0000",
-            unique: 7,
-            failed,
-        });
-        invariant_violation(&dsn)
-    }
-
     /// Every input the fuzzer ever crashed the builder with
     /// (`fuzz/regressions/dsn_builder/`) builds a valid DSN now.
     #[test]
@@ -474,7 +479,7 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let data = std::fs::read(&path).unwrap();
-            assert_eq!(replay_fuzz_input(&data), None, "{}", path.display());
+            assert_eq!(fuzz_case(&data).map(|(v, _)| v), None, "{}", path.display());
             n += 1;
         }
         assert!(n > 0, "no regression inputs in {}", dir.display());
